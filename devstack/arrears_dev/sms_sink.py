@@ -1,0 +1,91 @@
+"""A development SMS provider that speaks the Twilio Messages API and stores what it is sent.
+
+POST /2010-04-01/Accounts/{sid}/Messages.json (form-encoded, HTTP Basic) answers 201 with a
+Twilio-shaped JSON body; GET /messages lists everything received (for tests and local runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import secrets
+import threading
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+
+def create_app(store: Path, auth_token: str | None = None) -> FastAPI:
+    app = FastAPI(title="Arrears dev SMS sink")
+    store.parent.mkdir(parents=True, exist_ok=True)
+    lock = threading.Lock()
+
+    @app.post("/2010-04-01/Accounts/{sid}/Messages.json")
+    async def send(sid: str, request: Request) -> JSONResponse:
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Basic "):
+            return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, status_code=401)
+        user, _, token = base64.b64decode(header[6:]).decode().partition(":")
+        if user != sid or (auth_token is not None and token != auth_token):
+            return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, status_code=401)
+        form = await request.form()
+        to, body = str(form.get("To", "")), str(form.get("Body", ""))
+        if not to.startswith("+") or not to[1:].isdigit():
+            return JSONResponse({"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400}, status_code=400)
+        if not body:
+            return JSONResponse({"code": 21602, "message": "Message body is required", "status": 400}, status_code=400)
+        now = format_datetime(datetime.now(UTC), usegmt=True)
+        message: dict[str, Any] = {
+            "sid": "SM" + secrets.token_hex(16),
+            "account_sid": sid,
+            "to": to,
+            "from": str(form.get("From", "")),
+            "body": body,
+            "status": "queued",
+            "num_segments": "1",
+            "direction": "outbound-api",
+            "date_created": now,
+            "date_updated": now,
+            "date_sent": None,
+            "error_code": None,
+            "error_message": None,
+            "price": None,
+            "price_unit": "USD",
+            "messaging_service_sid": None,
+            "uri": f"/2010-04-01/Accounts/{sid}/Messages.json",
+            "status_callback": form.get("StatusCallback"),
+        }
+        with lock, store.open("a") as fh:
+            fh.write(json.dumps(message) + "\n")
+        return JSONResponse(message, status_code=201)
+
+    @app.get("/messages")
+    async def messages() -> list[dict[str, Any]]:
+        return read_messages(store)
+
+    return app
+
+
+def read_messages(store: Path) -> list[dict[str, Any]]:
+    if not store.exists():
+        return []
+    return [json.loads(line) for line in store.read_text().splitlines() if line.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Development SMS sink (Twilio-compatible)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8025)
+    parser.add_argument("--store", type=Path, default=Path("var/sms/messages.jsonl"))
+    args = parser.parse_args()
+    uvicorn.run(create_app(args.store), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Arrears case manager: a collections case per overdue account, escalating step by step."""

@@ -1,0 +1,1 @@
+"""Collections cases: state machine, escalation, timeline."""

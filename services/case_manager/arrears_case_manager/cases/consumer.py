@@ -1,0 +1,14 @@
+"""ar.accounts.v1 and collections.deliveries.v1 → the case service."""
+
+from __future__ import annotations
+
+from arrears_case_manager.cases.service import CaseService
+from arrears_shared.events.v1 import AccountUpdated, DeliveryUpdated
+from arrears_shared.messaging.consumer import EventRouter
+
+
+def case_router(service: CaseService) -> EventRouter:
+    router = EventRouter()
+    router.add("ar.account.updated", AccountUpdated, service.on_account_updated)
+    router.add("collections.delivery.updated", DeliveryUpdated, service.on_delivery_updated)
+    return router

@@ -1,0 +1,52 @@
+"""The timer sweeper: fires due case timers. Safe in any number of replicas (FOR UPDATE SKIP LOCKED)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from arrears_case_manager.cases.service import CaseService
+
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    def __init__(
+        self,
+        service: CaseService,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        interval: float,
+        batch: int,
+        on_commit: object = None,
+    ) -> None:
+        self.service = service
+        self.sessionmaker = sessionmaker
+        self.interval = interval
+        self.batch = batch
+        self._stop = asyncio.Event()
+        self.on_commit = on_commit
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def sweep_once(self) -> int:
+        async with self.sessionmaker() as session, session.begin():
+            fired = await self.service.sweep(session, self.batch)
+        if fired and callable(self.on_commit):
+            self.on_commit()
+        return fired
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                fired = await self.sweep_once()
+            except Exception:
+                log.exception("timer sweep failed; retrying")
+                fired = 0
+            if fired >= self.batch:
+                continue  # more are due: keep going
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.interval)

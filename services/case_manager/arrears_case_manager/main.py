@@ -1,0 +1,22 @@
+"""``arrears-case-manager``: serve, migrate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from arrears_case_manager.app import SERVICE, create_app
+from arrears_case_manager.models import SCHEMA
+from arrears_case_manager.settings import CaseSettings
+from arrears_shared.cli import service_cli
+
+cli = service_cli(
+    service=SERVICE,
+    schema=SCHEMA,
+    migrations_dir=Path(__file__).parent / "migrations",
+    load_settings=CaseSettings,
+    create_app=create_app,
+    port=lambda s: s.http_port,
+)
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,1 @@
+"""Escalation policy: YAML, versioned, validated when loaded."""

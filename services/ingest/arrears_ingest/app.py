@@ -1,0 +1,44 @@
+"""Ingest's composition: HTTP API, the ar.inbound.v1 consumer and the outbox relay."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from arrears_ingest.events import endpoints as event_endpoints
+from arrears_ingest.events.consumer import inbound_router
+from arrears_ingest.events.service import IngestService
+from arrears_ingest.models import inbox, outbox
+from arrears_ingest.settings import IngestSettings
+from arrears_shared.events.envelope import CloudEvent
+from arrears_shared.http import BodySizeLimit, install_operational_routes, install_problem_handlers
+from arrears_shared.runtime import Runtime
+from arrears_shared.topics import INBOUND
+
+SERVICE = "ingest"
+
+
+def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or Runtime(service=SERVICE, settings=settings, outbox_table=outbox, inbox_table=inbox)
+    service = IngestService(runtime.outbox)
+    runtime.add_consumer("arrears-ingest", [INBOUND], inbound_router(service))
+
+    app = FastAPI(title="Arrears ingest", version="1.0.0", lifespan=runtime.lifespan)
+    app.state.settings = settings
+    app.state.ingest_service = service
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    install_problem_handlers(app)
+    install_operational_routes(app, runtime.readiness)
+    app.include_router(event_endpoints.router)
+
+    def openapi() -> dict[str, object]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})["CloudEventIn"] = (
+                CloudEvent.model_json_schema()
+            )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

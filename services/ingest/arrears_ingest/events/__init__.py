@@ -1,0 +1,1 @@
+"""Accepting ERP events: validation, idempotency, invoice-number conflicts, and the ledger outbox."""

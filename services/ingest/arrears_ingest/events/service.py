@@ -1,0 +1,148 @@
+"""Validate ERP events and accept them onto ar.ledger.v1, each exactly once.
+
+Every item is judged on its own: one bad item never rejects the others. An item is
+- ``accepted``: valid and new; it is written to the outbox for ``ar.ledger.v1``;
+- ``duplicate``: its (source, id) was accepted before; nothing changes;
+- ``conflict``: an invoice number of the account already belongs to another invoice;
+- ``rejected``: invalid, with the fields and reasons (never the values).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from arrears_ingest.events.repository import EventRepository
+from arrears_shared.errors import describe_validation_error
+from arrears_shared.events.envelope import CloudEvent
+from arrears_shared.events.v1 import LEDGER_MODELS, InvoiceIssued
+from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.topics import LEDGER
+
+Status = Literal["accepted", "duplicate", "conflict", "rejected"]
+
+
+@dataclass
+class ItemResult:
+    index: int
+    id: str | None
+    status: Status
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Valid:
+    index: int
+    event: CloudEvent
+    data: BaseModel
+
+
+def validate_event(raw: Any) -> tuple[CloudEvent, BaseModel] | list[dict[str, str]]:
+    """An ERP event checked against the envelope and its type's model, or the list of what is wrong."""
+    if not isinstance(raw, dict):
+        return [{"field": "(root)", "message": "an event must be a JSON object"}]
+    try:
+        event = CloudEvent.model_validate(raw)
+    except ValidationError as exc:
+        return describe_validation_error(exc)
+    model = LEDGER_MODELS.get(event.type)
+    if model is None:
+        known = ", ".join(sorted(LEDGER_MODELS))
+        return [{"field": "type", "message": f"unknown event type; expected one of {known}"}]
+    try:
+        data = model.model_validate(event.data)
+    except ValidationError as exc:
+        return describe_validation_error(exc, ("data",))
+    account_id: str = data.account_id  # type: ignore[attr-defined]
+    if event.subject is None:
+        event = event.model_copy(update={"subject": account_id})
+    elif event.subject != account_id:
+        return [{"field": "subject", "message": "subject must be the account id (data.account_id)"}]
+    normalized = event.model_copy(update={"data": data.model_dump(mode="json", exclude_none=True)})
+    return normalized, data
+
+
+def _digest(event: CloudEvent) -> str:
+    return hashlib.sha256(orjson.dumps(event.data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class IngestService:
+    def __init__(self, outbox: Outbox, repository: EventRepository | None = None) -> None:
+        self.outbox = outbox
+        self.repository = repository or EventRepository()
+
+    async def accept(self, session: AsyncSession, items: list[Any]) -> list[ItemResult]:
+        results: list[ItemResult | None] = [None] * len(items)
+        valid: list[_Valid] = []
+        seen: set[tuple[str, str]] = set()
+        for index, raw in enumerate(items):
+            outcome = validate_event(raw)
+            raw_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
+            if isinstance(outcome, list):
+                results[index] = ItemResult(index, raw_id, "rejected", outcome)
+                continue
+            event, data = outcome
+            key = (event.source, event.id)
+            if key in seen:
+                results[index] = ItemResult(index, event.id, "duplicate")
+                continue
+            seen.add(key)
+            valid.append(_Valid(index, event, data))
+
+        fresh = await self.repository.record_received(
+            session,
+            [
+                {
+                    "source": v.event.source,
+                    "event_id": v.event.id,
+                    "type": v.event.type,
+                    "account_id": v.event.subject,
+                    "digest": _digest(v.event),
+                }
+                for v in valid
+            ],
+        )
+        new = [v for v in valid if (v.event.source, v.event.id) in fresh]
+        for v in valid:
+            if (v.event.source, v.event.id) not in fresh:
+                results[v.index] = ItemResult(v.index, v.event.id, "duplicate")
+
+        claims = [
+            (v.data.account_id, v.data.invoice_number, v.data.invoice_id)
+            for v in new
+            if isinstance(v.data, InvoiceIssued)
+        ]
+        conflicts = await self.repository.claim_invoice_numbers(session, claims)
+        accepted: list[_Valid] = []
+        refused: list[tuple[str, str]] = []
+        for v in new:
+            claim = (
+                (v.data.account_id, v.data.invoice_number, v.data.invoice_id)
+                if isinstance(v.data, InvoiceIssued)
+                else None
+            )
+            if claim is not None and claim in conflicts:
+                owner = conflicts[claim]
+                results[v.index] = ItemResult(
+                    v.index,
+                    v.event.id,
+                    "conflict",
+                    [
+                        {
+                            "field": "data.invoice_number",
+                            "message": f"invoice number already belongs to invoice {owner} of this account",
+                        }
+                    ],
+                )
+                refused.append((v.event.source, v.event.id))
+            else:
+                accepted.append(v)
+                results[v.index] = ItemResult(v.index, v.event.id, "accepted")
+        await self.repository.forget_received(session, refused)
+        await self.outbox.add_many(session, [(LEDGER, v.event) for v in accepted])
+        return [r for r in results if r is not None]

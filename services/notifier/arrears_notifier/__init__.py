@@ -1,0 +1,1 @@
+"""Arrears notifier: the only part of Arrears that speaks to debtors."""

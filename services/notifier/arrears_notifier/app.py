@@ -1,0 +1,77 @@
+"""The notifier's composition: request consumer, dispatcher, channels, webhooks, relay."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from arrears_notifier.channels.base import Channel
+from arrears_notifier.channels.email import SmtpChannel
+from arrears_notifier.channels.sms import TwilioSmsChannel
+from arrears_notifier.deliveries.consumer import notification_router
+from arrears_notifier.deliveries.service import ContactRules, DeliveryService, Dispatcher, LinkSigner
+from arrears_notifier.models import inbox, outbox
+from arrears_notifier.settings import NotifierSettings
+from arrears_notifier.templates.render import Renderer
+from arrears_shared.http import install_operational_routes, install_problem_handlers
+from arrears_shared.runtime import Runtime
+from arrears_shared.topics import NOTIFICATIONS
+
+SERVICE = "notifier"
+
+
+def build_channels(settings: NotifierSettings) -> dict[str, Channel]:
+    return {
+        "email": SmtpChannel(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.mail_from,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+        ),
+        "sms": TwilioSmsChannel(
+            api_base=settings.sms_api_base,
+            account_sid=settings.sms_account_sid,
+            auth_token=settings.sms_auth_token,
+            sender=settings.sms_from,
+            status_callback=f"{settings.public_base_url.rstrip('/')}/v1/webhooks/sms/status",
+        ),
+    }
+
+
+def create_app(settings: NotifierSettings, runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or Runtime(service=SERVICE, settings=settings, outbox_table=outbox, inbox_table=inbox)
+    channels = build_channels(settings)
+    service = DeliveryService(
+        outbox=runtime.outbox,
+        clock=runtime.clock,
+        renderer=Renderer(),
+        channels=channels,
+        rules=ContactRules(
+            settings.window_start_hour, settings.window_end_hour, settings.cap_per_7_days, settings.max_attempts
+        ),
+        signer=LinkSigner(settings.link_secret),
+        public_base_url=settings.public_base_url,
+    )
+    dispatcher = Dispatcher(
+        service,
+        runtime.sessionmaker,
+        concurrency=settings.dispatch_concurrency,
+        poll_seconds=settings.dispatch_poll_seconds,
+        on_commit=runtime.relay.wake,
+    )
+    runtime.add_consumer("arrears-notifier", [NOTIFICATIONS], notification_router(service), dispatcher.wake)
+
+    async def close_channels() -> None:
+        await dispatcher.run()
+        for channel in channels.values():
+            await channel.close()
+
+    runtime.add_loop("dispatcher", close_channels, dispatcher.stop)
+
+    app = FastAPI(title="Arrears notifier", version="1.0.0", lifespan=runtime.lifespan)
+    app.state.settings = settings
+    app.state.delivery_service = service
+    install_problem_handlers(app)
+    install_operational_routes(app, runtime.readiness)
+    return app

@@ -1,0 +1,66 @@
+"""SMS over a Twilio-compatible HTTP API (form POST to /2010-04-01/Accounts/{Sid}/Messages.json)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+
+from arrears_notifier.channels.base import (
+    Channel,
+    Message,
+    PermanentSendError,
+    SendResult,
+    TransientSendError,
+)
+
+# Twilio error codes that mean the number must never be messaged again.
+_UNSUBSCRIBED = {21610}
+_INVALID_NUMBER = {21211, 21614}
+
+
+class TwilioSmsChannel(Channel):
+    name = "sms"
+
+    def __init__(
+        self,
+        *,
+        api_base: str,
+        account_sid: str,
+        auth_token: str,
+        sender: str,
+        status_callback: str | None = None,
+        timeout: float = 10.0,
+        max_connections: int = 100,
+    ) -> None:
+        self.url = f"{api_base.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
+        self.sender = sender
+        self.status_callback = status_callback
+        self.client = httpx.AsyncClient(
+            auth=(account_sid, auth_token),
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def send(self, message: Message) -> SendResult:
+        form = {"To": message.to, "From": self.sender, "Body": message.text}
+        if self.status_callback:
+            form["StatusCallback"] = self.status_callback
+        try:
+            response = await self.client.post(self.url, data=form)
+        except httpx.HTTPError as exc:
+            raise TransientSendError(f"SMS provider unreachable: {type(exc).__name__}") from None
+        if response.status_code in (200, 201):
+            return SendResult(provider_message_id=str(response.json().get("sid")))
+        code = None
+        with contextlib.suppress(ValueError):
+            code = response.json().get("code")
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientSendError(f"SMS provider {response.status_code}")
+        raise PermanentSendError(
+            f"SMS provider {response.status_code} code {code}",
+            hard_bounce=code in _UNSUBSCRIBED or code in _INVALID_NUMBER,
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()

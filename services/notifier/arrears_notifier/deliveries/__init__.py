@@ -1,0 +1,1 @@
+"""Deliveries: record, decide (contact rules), send, report."""

@@ -1,0 +1,1 @@
+"""Message templates: Jinja2, sandboxed, HTML autoescaped; one per template, locale and channel."""

@@ -1,0 +1,1 @@
+"""Arrears scoring: exact account ledgers, aging, and late-payment risk."""

@@ -1,0 +1,1 @@
+"""Reading account states and the model over HTTP."""

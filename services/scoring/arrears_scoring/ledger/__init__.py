@@ -1,0 +1,1 @@
+"""Each account's ledger: documents in, exact receivables state out."""

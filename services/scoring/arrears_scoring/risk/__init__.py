@@ -1,0 +1,1 @@
+"""Late-payment risk: an inspectable logistic model stored as data."""

@@ -1,0 +1,81 @@
+"""The CloudEvents 1.0 envelope (structured JSON mode) that every Arrears message uses."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+_CORE = {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema", "data"}
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 document. ``data`` is validated separately, by type (see ``v1``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=1024)
+    type: str = Field(min_length=1, max_length=256)
+    time: datetime
+    subject: str | None = Field(default=None, min_length=1, max_length=256)
+    datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: str | None = None
+    data: dict[str, Any]
+
+    @field_validator("time")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("time must carry a UTC offset (RFC 3339), e.g. 2026-01-31T12:00:00Z")
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _extensions(self) -> CloudEvent:
+        for name in self.model_extra or {}:
+            if name in _CORE or not _EXTENSION_NAME.match(name):
+                raise ValueError(f"extension attribute {name!r} must be 1-20 lower-case letters or digits")
+        return self
+
+    @property
+    def dedupe_key(self) -> str:
+        """``source`` and ``id`` together: the CloudEvents identity of this event."""
+        return f"{self.source}\x1f{self.id}"
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CloudEvent:
+        return cls.model_validate_json(raw)
+
+
+def new_event(
+    *,
+    type: str,
+    source: str,
+    subject: str | None,
+    data: BaseModel | dict[str, Any],
+    time: datetime,
+    id: str | None = None,
+    **extensions: str,
+) -> CloudEvent:
+    """Build an envelope around ``data`` (a v1 model or a plain dict)."""
+    payload = data.model_dump(mode="json", exclude_none=True) if isinstance(data, BaseModel) else data
+    return CloudEvent(
+        specversion="1.0",
+        id=id or str(uuid.uuid4()),
+        source=source,
+        type=type,
+        time=time,
+        subject=subject,
+        datacontenttype="application/json",
+        data=payload,
+        **extensions,
+    )

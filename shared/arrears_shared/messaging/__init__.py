@@ -1,0 +1,1 @@
+"""Reliable messaging: the transactional outbox, the inbox, and the Kafka plumbing around them."""

@@ -1,0 +1,263 @@
+"""Consume CloudEvents from Kafka in batches, apply each exactly once in effect, and commit offsets
+only after the database transaction that applied them has committed.
+
+For each partition batch, in one transaction:
+1. decode the envelope (undecodable: dead-lettered with the reason),
+2. record every event's identity in the inbox in one statement (already there: a duplicate, skipped),
+3. validate ``data`` into the route's model before any logic runs (invalid: dead-lettered),
+4. run the handler in a savepoint, retrying a failing handler a bounded number of times and then
+   dead-lettering the message, so a poison message never blocks its partition.
+Dead letters go through the outbox, in the same transaction, so the DLQ entry and the offset move
+together. If the transaction itself fails (database down), nothing is committed, the consumer seeks
+back and tries the batch again after a backoff: an outage is not a reason to dead-letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from arrears_shared.errors import PermanentError, summarize_validation_error
+from arrears_shared.events.envelope import CloudEvent
+from arrears_shared.logs import event_id_var, redact
+from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.metrics import BATCH_SECONDS, CONSUMED, CONSUMER_LAG, DEAD_LETTERED, RETRIES
+from arrears_shared.topics import DLQ
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncSession, CloudEvent, Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Route:
+    model: type[BaseModel] | None
+    handler: Handler
+
+
+class EventRouter:
+    """Maps event types to (model, handler). A fallback route takes every other type."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.fallback: Route | None = None
+
+    def add(self, event_type: str, model: type[BaseModel] | None, handler: Handler) -> None:
+        self.routes[event_type] = Route(model, handler)
+
+    def on(self, event_type: str, model: type[BaseModel] | None) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.add(event_type, model, handler)
+            return handler
+
+        return register
+
+    def match(self, event_type: str) -> Route | None:
+        return self.routes.get(event_type, self.fallback)
+
+
+class _Infrastructure(Exception):
+    """The database connection failed: retry the whole batch, do not dead-letter."""
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))
+
+
+class BatchConsumer:
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        group_id: str,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        inbox: Table,
+        outbox: Outbox,
+        router: EventRouter,
+        max_retries: int = 3,
+        batch_size: int = 500,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.group_id = group_id
+        self.sessionmaker = sessionmaker
+        self.inbox = inbox
+        self.outbox = outbox
+        self.router = router
+        self.max_retries = max_retries
+        self.batch_size = batch_size
+        self.after_commit = after_commit
+        self._stopping = asyncio.Event()
+        self.started = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _start(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self.consumer.start()
+                self.started.set()
+                return
+            except KafkaError:
+                log.warning("kafka not reachable; retrying", extra={"group": self.group_id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; finish and commit the batch in hand, then leave the group."""
+        await self._start()
+        backoff = 0.5
+        try:
+            while not self._stopping.is_set():
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+                if not batches:
+                    continue
+                offsets: dict[TopicPartition, int] = {}
+                failed = False
+                for tp, msgs in batches.items():
+                    with BATCH_SECONDS.labels(group=self.group_id).time():
+                        ok = await self._apply_partition_batch(tp, msgs)
+                    if ok:
+                        offsets[tp] = msgs[-1].offset + 1
+                    else:
+                        failed = True
+                        self.consumer.seek(tp, msgs[0].offset)
+                if offsets:
+                    try:
+                        await self.consumer.commit(offsets)
+                    except (CommitFailedError, KafkaError):
+                        log.warning("offset commit failed (rebalance?); the inbox absorbs re-delivery")
+                    if self.after_commit:
+                        self.after_commit()
+                    self._record_lag(offsets)
+                if failed:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10)
+                else:
+                    backoff = 0.5
+        finally:
+            await self.consumer.stop()
+
+    def _record_lag(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, position in offsets.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition), group=self.group_id).set(
+                    max(high - position, 0)
+                )
+
+    async def _apply_partition_batch(self, tp: TopicPartition, msgs: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                await self._apply(session, tp, msgs)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "batch failed; will retry", extra={"topic": tp.topic, "partition": tp.partition, "group": self.group_id}
+            )
+            return False
+
+    async def _apply(self, session: AsyncSession, tp: TopicPartition, msgs: list[ConsumerRecord[bytes, bytes]]) -> None:
+        decoded: list[tuple[ConsumerRecord[bytes, bytes], CloudEvent | None, str, str]] = []
+        for msg in msgs:
+            try:
+                event = CloudEvent.from_json(msg.value or b"")
+                decoded.append((msg, event, event.dedupe_key, ""))
+            except ValidationError as exc:
+                # Keyed by position, so a re-delivered poison message is not dead-lettered twice.
+                position = f"kafka:{msg.topic}:{msg.partition}:{msg.offset}"
+                decoded.append((msg, None, position, "invalid CloudEvent: " + summarize_validation_error(exc)))
+        stmt = (
+            pg_insert(self.inbox)
+            .values([{"consumer": self.group_id, "event_key": k} for k in {d[2] for d in decoded}])
+            .on_conflict_do_nothing()
+            .returning(self.inbox.c.event_key)
+        )
+        fresh = set((await session.execute(stmt)).scalars())
+        for msg, maybe_event, key, reason in decoded:
+            if key not in fresh:
+                kind = maybe_event.type if maybe_event else "unknown"
+                CONSUMED.labels(topic=msg.topic, type=kind, outcome="duplicate").inc()
+                continue
+            fresh.discard(key)  # a second copy inside this batch is a duplicate too
+            if maybe_event is None:
+                await self._dead_letter(session, msg, "invalid_envelope", reason, "unknown")
+                continue
+            token = event_id_var.set(maybe_event.id)
+            try:
+                await self._apply_one(session, msg, maybe_event)
+            finally:
+                event_id_var.reset(token)
+
+    async def _apply_one(self, session: AsyncSession, msg: ConsumerRecord[bytes, bytes], event: CloudEvent) -> None:
+        route = self.router.match(event.type)
+        if route is None:
+            CONSUMED.labels(topic=msg.topic, type=event.type, outcome="ignored").inc()
+            return
+        data: Any = event
+        if route.model is not None:
+            try:
+                data = route.model.model_validate(event.data)
+            except ValidationError as exc:
+                reason = "invalid data: " + summarize_validation_error(exc, ("data",))
+                await self._dead_letter(session, msg, "invalid_data", reason, event.type)
+                return
+            account_id = getattr(data, "account_id", None)
+            if account_id is not None and event.subject is not None and event.subject != account_id:
+                await self._dead_letter(
+                    session, msg, "invalid_data", "subject differs from data.account_id", event.type
+                )
+                return
+        for attempt in range(self.max_retries + 1):
+            try:
+                async with session.begin_nested():
+                    await route.handler(session, event, data)
+                CONSUMED.labels(topic=msg.topic, type=event.type, outcome="applied").inc()
+                return
+            except PermanentError as exc:
+                await self._dead_letter(session, msg, "rejected", str(exc), event.type)
+                return
+            except Exception as exc:
+                if _is_infrastructure(exc):
+                    raise
+                if attempt >= self.max_retries:
+                    log.exception("handler failed after retries", extra={"event_type": event.type})
+                    await self._dead_letter(session, msg, "failed", f"{type(exc).__name__}: {exc}", event.type)
+                    return
+                RETRIES.labels(topic=msg.topic).inc()
+                await asyncio.sleep(0.05 * 2**attempt)
+
+    async def _dead_letter(
+        self, session: AsyncSession, msg: ConsumerRecord[bytes, bytes], kind: str, reason: str, event_type: str
+    ) -> None:
+        reason = redact(reason)[:1000]
+        headers = {
+            "dlq.original.topic": msg.topic,
+            "dlq.original.partition": str(msg.partition),
+            "dlq.original.offset": str(msg.offset),
+            "dlq.consumer.group": self.group_id,
+            "dlq.error.kind": kind,
+            "dlq.error": reason,
+        }
+        key = msg.key.decode(errors="replace") if msg.key is not None else None
+        await self.outbox.add_raw(session, DLQ, msg.value or b"", key=key, headers=headers)
+        DEAD_LETTERED.labels(topic=msg.topic, kind=kind).inc()
+        CONSUMED.labels(topic=msg.topic, type=event_type, outcome="dead_lettered").inc()
+        log.warning("dead-lettered", extra={"topic": msg.topic, "offset": msg.offset, "kind": kind, "reason": reason})

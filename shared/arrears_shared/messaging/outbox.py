@@ -1,0 +1,187 @@
+"""The transactional outbox: events are written in the same transaction as the change that
+causes them, and a relay publishes them afterwards, in order per key.
+
+Order per key with several relay replicas: every row carries a shard (a stable hash of its key),
+and a relay only takes rows whose shard it holds as a transaction-scoped advisory lock. All rows of
+one key are in one shard, so only one relay at a time publishes a key's events, oldest first.
+Rows are taken with FOR UPDATE SKIP LOCKED and deleted once the broker has acknowledged them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Table, delete, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from arrears_shared.events.envelope import CloudEvent
+from arrears_shared.messaging.kafka import Producer
+from arrears_shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, PRODUCED
+
+log = logging.getLogger(__name__)
+
+SHARDS = 64
+_LOCK_NAMESPACE = 0x4152  # "AR": first key of the two-int advisory lock
+
+
+def shard_of(key: str | None) -> int:
+    return zlib.crc32((key or "").encode()) % SHARDS
+
+
+class Outbox:
+    """Writes events into one service's outbox table (inside the caller's transaction)."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+
+    async def add(
+        self,
+        session: AsyncSession,
+        topic: str,
+        event: CloudEvent,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Queue ``event`` for ``topic``, keyed by ``key`` (default: the event's subject)."""
+        k = key if key is not None else event.subject
+        await session.execute(
+            insert(self.table).values(
+                topic=topic, key=k, shard=shard_of(k), payload=event.to_json(), headers=dict(headers or {})
+            )
+        )
+
+    async def add_raw(
+        self,
+        session: AsyncSession,
+        topic: str,
+        payload: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+    ) -> None:
+        """Queue bytes as they are (the DLQ keeps a poison message unchanged)."""
+        await session.execute(
+            insert(self.table).values(topic=topic, key=key, shard=shard_of(key), payload=payload, headers=dict(headers))
+        )
+
+    async def add_many(self, session: AsyncSession, rows: list[tuple[str, CloudEvent]]) -> None:
+        """Queue many (topic, event) pairs in one statement, keyed by each event's subject."""
+        if not rows:
+            return
+        await session.execute(
+            insert(self.table),
+            [
+                {
+                    "topic": topic,
+                    "key": ev.subject,
+                    "shard": shard_of(ev.subject),
+                    "payload": ev.to_json(),
+                    "headers": {},
+                }
+                for topic, ev in rows
+            ],
+        )
+
+
+class OutboxRelay:
+    """Publishes a service's outbox to Kafka. Safe to run in every replica."""
+
+    def __init__(
+        self,
+        table: Table,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        producer: Producer | None,
+        *,
+        batch: int = 1000,
+        poll_seconds: float = 0.2,
+    ) -> None:
+        self.table = table
+        self.sessionmaker = sessionmaker
+        self.producer = producer
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        # The schema and table names come from code (each service's models), never from input.
+        t = table
+        self._claim = text(
+            f'SELECT id, topic, key, payload, headers FROM "{t.schema}"."{t.name}" '  # noqa: S608
+            f"WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard) "
+            "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+        )
+
+    def wake(self) -> None:
+        """Publish now rather than at the next poll (call after committing outbox rows)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        async with self.sessionmaker() as session, session.begin():
+            rows = (await session.execute(self._claim, {"n": self.batch})).all()
+            if not rows:
+                return 0
+            assert self.producer is not None, "the relay needs a started producer"
+            futures = []
+            for row in rows:
+                headers: dict[str, Any] = row.headers or {}
+                futures.append(
+                    await self.producer.send(
+                        row.topic,
+                        value=row.payload,
+                        key=row.key.encode() if row.key is not None else None,
+                        headers=[(k, str(v).encode()) for k, v in headers.items()],
+                    )
+                )
+            await asyncio.gather(*futures)
+            await session.execute(delete(self.table).where(self.table.c.id.in_([r.id for r in rows])))
+        for row in rows:
+            PRODUCED.labels(topic=row.topic).inc()
+        return len(rows)
+
+    async def measure(self) -> None:
+        async with self.sessionmaker() as session:
+            count, oldest = (
+                await session.execute(
+                    select(func.count(), func.extract("epoch", func.now() - func.min(self.table.c.created_at)))
+                )
+            ).one()
+        OUTBOX_BACKLOG.labels(schema=str(self.table.schema)).set(count)
+        OUTBOX_OLDEST_AGE.labels(schema=str(self.table.schema)).set(float(oldest or 0))
+
+    async def run(self) -> None:
+        """Relay until :meth:`stop`; then flush what is left, so a clean shutdown leaves nothing behind."""
+        backoff = self.poll_seconds
+        measured = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                n = await self.relay_once()
+                backoff = self.poll_seconds
+                if loop.time() - measured > 5:
+                    measured = loop.time()
+                    await self.measure()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                n = 0
+                backoff = min(backoff * 2, 5.0)
+            if self._stopping.is_set() and n == 0:
+                return
+            if n == 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+
+
+def decode_headers(raw: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None) -> dict[str, str]:
+    return {k: v.decode(errors="replace") for k, v in (raw or ())}

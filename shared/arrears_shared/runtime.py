@@ -1,0 +1,195 @@
+"""The composition root every service uses: database, producer, outbox relay, consumers and
+background loops, started with the HTTP server and stopped cleanly on SIGTERM.
+
+uvicorn owns the process and its signals. On SIGTERM it stops accepting requests and runs the
+lifespan's shutdown, where consumers finish and commit the batch in hand, the relay publishes
+what is left in the outbox, and the producer flushes. A background loop that dies unexpectedly
+takes the process down with it, so Kubernetes restarts it rather than leaving it half-alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from arrears_shared.clock import Clock, make_clock
+from arrears_shared.db import make_engine, make_sessionmaker, ping
+from arrears_shared.logs import configure_logging
+from arrears_shared.messaging.consumer import BatchConsumer, EventRouter
+from arrears_shared.messaging.kafka import make_consumer, make_producer
+from arrears_shared.messaging.outbox import Outbox, OutboxRelay
+from arrears_shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Loop:
+    name: str
+    run: Callable[[], Coroutine[Any, Any, None]]
+    stop: Callable[[], None]
+    task: asyncio.Task[None] | None = field(default=None)
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        service: str,
+        settings: CommonSettings,
+        outbox_table: Table,
+        inbox_table: Table,
+        clock: Clock | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.engine: AsyncEngine = make_engine(
+            settings.database_url, pool_size=settings.database_pool_size, application_name=f"arrears-{service}"
+        )
+        self.sessionmaker: async_sessionmaker[AsyncSession] = make_sessionmaker(self.engine)
+        self.clock: Clock = clock or make_clock(settings.clock_file)
+        # aiokafka clients must be created inside the running event loop: see start().
+        self.producer: AIOKafkaProducer | None = None
+        self.outbox = Outbox(outbox_table)
+        self.inbox_table = inbox_table
+        self.relay = OutboxRelay(outbox_table, self.sessionmaker, None, poll_seconds=settings.outbox_poll_seconds)
+        self.consumers: list[BatchConsumer] = []
+        self._consumer_specs: list[tuple[str, list[str], EventRouter, Callable[[], None]]] = []
+        self.producer_ready = asyncio.Event()
+        self._loops: list[_Loop] = []
+        self._stopping = False
+        self.add_loop("outbox-relay", self._run_relay, self.relay.stop)
+
+    # ------------------------------------------------------------------ composition
+
+    def add_consumer(
+        self, group_id: str, topics: list[str], router: EventRouter, after_commit: Callable[[], None] | None = None
+    ) -> None:
+        """Consume ``topics`` as ``group_id`` through ``router`` (the consumer is built in :meth:`start`)."""
+
+        def committed() -> None:
+            self.relay.wake()
+            if after_commit is not None:
+                after_commit()
+
+        self._consumer_specs.append((group_id, topics, router, committed))
+
+    def _build_consumers(self) -> None:
+        for group_id, topics, router, committed in self._consumer_specs:
+            consumer = BatchConsumer(
+                consumer=make_consumer(self.settings, group_id, topics, client_id=f"arrears-{self.service}"),
+                group_id=group_id,
+                sessionmaker=self.sessionmaker,
+                inbox=self.inbox_table,
+                outbox=self.outbox,
+                router=router,
+                max_retries=self.settings.kafka_max_retries,
+                batch_size=self.settings.kafka_consumer_batch,
+                after_commit=committed,
+            )
+            self.consumers.append(consumer)
+            self.add_loop(f"consumer:{group_id}", consumer.run, consumer.stop)
+
+    def add_loop(self, name: str, run: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]) -> None:
+        self._loops.append(_Loop(name, run, stop))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _run_relay(self) -> None:
+        assert self.producer is not None
+        delay = 0.5
+        while not self._stopping:
+            try:
+                await self.producer.start()
+                break
+            except KafkaError:
+                log.warning("kafka not reachable for the producer; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+        self.producer_ready.set()
+        await self.relay.run()
+
+    def _supervise(self, loop: _Loop) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or self._stopping:
+                return
+            exc = task.exception()
+            log.error("background loop %s ended unexpectedly; stopping the process", loop.name, exc_info=exc)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        return done
+
+    async def start(self) -> None:
+        self.producer = make_producer(self.settings, client_id=f"arrears-{self.service}")
+        self.relay.producer = self.producer
+        self._build_consumers()
+        for loop in self._loops:
+            loop.task = asyncio.create_task(loop.run(), name=loop.name)
+            loop.task.add_done_callback(self._supervise(loop))
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """Finish in-flight work: consumers commit what they applied, then the outbox is flushed."""
+        self._stopping = True
+        consumers = [lp for lp in self._loops if lp.name != "outbox-relay"]
+        relay = [lp for lp in self._loops if lp.name == "outbox-relay"]
+        for group in (consumers, relay):
+            for lp in group:
+                lp.stop()
+            tasks = [lp.task for lp in group if lp.task is not None]
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=timeout)
+                for task in pending:
+                    task.cancel()
+        try:
+            if self.producer is not None:
+                await self.producer.stop()
+        except Exception:
+            log.debug("producer stop failed", exc_info=True)
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, bool]:
+        broker = self.producer_ready.is_set()
+        if broker and self.producer is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await self.producer.client.fetch_all_metadata()
+            except Exception:
+                broker = False
+        return {"database": await ping(self.engine), "broker": broker}
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = self
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+
+def serve(app: FastAPI, settings: CommonSettings, port: int, service: str) -> None:
+    """Run the service: HTTP on ``port`` plus every background loop of its runtime."""
+    configure_logging(service, settings.log_level)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,49 @@
+"""Settings every service shares, read from the environment when a service starts (never at import)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def async_database_url(url: str) -> str:
+    """Accept ``postgres://`` and ``postgresql://`` URLs and use the asyncpg driver."""
+    for prefix in ("postgresql+asyncpg://", "postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("database URL must start with postgresql:// (or postgres://)")
+
+
+class CommonSettings(BaseSettings):
+    """Environment variables with the ``ARREARS_`` prefix (``ARREARS_DATABASE_URL`` ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="ARREARS_", extra="ignore", env_file=None)
+
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/arrears",
+        validation_alias=AliasChoices("ARREARS_DATABASE_URL", "DATABASE_URL"),
+        description="PostgreSQL URL; each service keeps its tables in its own schema.",
+    )
+    database_pool_size: int = Field(default=10, ge=1, description="Connections kept in the pool.")
+    kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Comma-separated host:port list.")
+    kafka_security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_enable_idempotence: bool = Field(
+        default=False,
+        description="Idempotent producer. Turn on with production Kafka; the embedded dev broker lacks it.",
+    )
+    kafka_consumer_batch: int = Field(default=500, ge=1, description="Most messages one consumer batch holds.")
+    kafka_max_retries: int = Field(default=3, ge=0, description="Attempts before a message goes to the DLQ.")
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
+    log_level: str = Field(default="INFO")
+    clock_file: str | None = Field(
+        default=None, description="Development and tests only: a file holding a clock offset in seconds."
+    )
+    outbox_poll_seconds: float = Field(default=0.2, gt=0, description="Outbox relay's idle poll interval.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_url(cls, value: str) -> str:
+        return async_database_url(value)
