@@ -2,8 +2,9 @@
 causes them, and a relay publishes them afterwards, in order per key.
 
 Order per key with several relay replicas: every row carries a shard (a stable hash of its key),
-and a relay only takes rows whose shard it holds as a transaction-scoped advisory lock. All rows of
-one key are in one shard, so only one relay at a time publishes a key's events, oldest first.
+and a relay only takes rows whose shard it holds as a transaction-scoped advisory lock, taken
+before it reads any row. All rows of one key are in one shard, so only one relay at a time
+publishes a key's events, oldest first, and the next relay starts after the previous one committed.
 Rows are taken with FOR UPDATE SKIP LOCKED and deleted once the broker has acknowledged them.
 """
 
@@ -109,11 +110,17 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         # The schema and table names come from code (each service's models), never from input.
-        t = table
+        # Shards are locked in one statement and rows read in the next: were both in one statement,
+        # a lock taken late in the scan could let rows of a shard overtake earlier rows skipped
+        # while another relay still held it.
+        name = f'"{table.schema}"."{table.name}"'
+        self._lock_shards = text(
+            f"SELECT shard FROM (SELECT DISTINCT shard FROM {name}) AS d "  # noqa: S608
+            f"WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard)"
+        )
         self._claim = text(
-            f'SELECT id, topic, key, payload, headers FROM "{t.schema}"."{t.name}" '  # noqa: S608
-            f"WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard) "
-            "ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
+            f"SELECT id, topic, key, payload, headers FROM {name} "  # noqa: S608
+            "WHERE shard = ANY(:shards) ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
         )
 
     def wake(self) -> None:
@@ -126,7 +133,10 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         async with self.sessionmaker() as session, session.begin():
-            rows = (await session.execute(self._claim, {"n": self.batch})).all()
+            shards = list((await session.execute(self._lock_shards)).scalars())
+            if not shards:
+                return 0
+            rows = (await session.execute(self._claim, {"n": self.batch, "shards": shards})).all()
             if not rows:
                 return 0
             assert self.producer is not None, "the relay needs a started producer"
