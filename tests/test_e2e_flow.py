@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import signal
 import subprocess
 import time
 import uuid
@@ -249,3 +250,14 @@ def test_overdue_invoice_flows_end_to_end(stack: Stack) -> None:
 def _json(http: httpx.Client, url: str) -> Any:
     r = http.get(url)
     return r.json() if r.status_code == 200 else None
+
+
+def test_services_stop_cleanly_on_sigterm(stack: Stack) -> None:
+    """SIGTERM: each service finishes and commits what it holds, then exits 0 well within the grace period."""
+    for name, proc in stack.procs.items():
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=25) == 0, f"{name} did not exit cleanly"
+        assert time.monotonic() - started < 25
+    logs = stack.logs()
+    assert "ended unexpectedly" not in logs

@@ -192,4 +192,11 @@ def serve(app: FastAPI, settings: CommonSettings, port: int, service: str) -> No
         timeout_graceful_shutdown=20,
         lifespan="on",
     )
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal with the previous
+    # handler in place; with this one the process then exits 0, which is what a clean stop is.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.Server(config).run()
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
