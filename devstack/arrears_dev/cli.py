@@ -58,7 +58,7 @@ def up(detach: bool = typer.Option(False, "--detach", "-d", help="Start in the b
         if database_url:
             typer.echo("database   $DATABASE_URL")
         else:
-            pg = EmbeddedPostgres(VAR.resolve() / "postgres", 5433)
+            pg = EmbeddedPostgres(VAR.resolve() / "postgres", int(os.environ.get("ARREARS_DEV_PG_PORT", "5433")))
             database_url = pg.start()
             typer.echo(f"database   embedded PostgreSQL on 127.0.0.1:{pg.port} (data in {VAR / 'postgres'})")
         procs.extend(start_sinks(ports, VAR))
@@ -133,7 +133,7 @@ def down() -> None:
                 break
             time.sleep(0.2)
     if state.get("postgres"):
-        EmbeddedPostgres(Path(state["postgres"]), 5433).stop()
+        EmbeddedPostgres(Path(state["postgres"]), 0).stop()
     STATE.unlink(missing_ok=True)
     typer.echo("stopped")
 
