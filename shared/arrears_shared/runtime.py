@@ -78,7 +78,12 @@ class Runtime:
     def add_consumer(
         self, group_id: str, topics: list[str], router: EventRouter, after_commit: Callable[[], None] | None = None
     ) -> None:
-        """Consume ``topics`` as ``group_id`` through ``router`` (the consumer is built in :meth:`start`)."""
+        """Consume ``topics`` as ``group_id`` through ``router`` (the consumer is built in :meth:`start`).
+
+        Skipped when the process runs as ``role=api``.
+        """
+        if self.settings.role == "api":
+            return
 
         def committed() -> None:
             self.relay.wake()
@@ -104,7 +109,18 @@ class Runtime:
             self.add_loop(f"consumer:{group_id}", consumer.run, consumer.stop)
 
     def add_loop(self, name: str, run: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]) -> None:
+        """Run a background loop with the process. With ``role=api`` only the outbox relay runs: the API's own
+        writes still reach Kafka (the relay is safe in any number of replicas), while consumers and timers stay
+        in the worker Deployment."""
+        if self.settings.role == "api" and name != "outbox-relay":
+            return
         self._loops.append(_Loop(name, run, stop))
+
+    @property
+    def loop_names(self) -> list[str]:
+        """Names of the background loops this process runs (consumers are added in :meth:`start`)."""
+        loops = [lp.name for lp in self._loops if not lp.name.startswith("consumer:")]
+        return loops + [f"consumer:{spec[0]}" for spec in self._consumer_specs]
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,6 +44,14 @@ class CommonSettings(BaseSettings):
         default=None, description="Development and tests only: a file holding a clock offset in seconds."
     )
     outbox_poll_seconds: float = Field(default=0.2, gt=0, description="Outbox relay's idle poll interval.")
+    role: Literal["all", "api", "worker"] = Field(
+        default="all",
+        description=(
+            "What this process runs: all (HTTP API, consumers and background loops), api (HTTP API and the outbox"
+            " relay only, so it can scale on CPU) or worker (consumers and background loops; HTTP serves only"
+            " probes and metrics)."
+        ),
+    )
 
     @field_validator("database_url")
     @classmethod
