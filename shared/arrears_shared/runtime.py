@@ -32,6 +32,7 @@ from arrears_shared.messaging.consumer import BatchConsumer, EventRouter
 from arrears_shared.messaging.kafka import make_consumer, make_producer
 from arrears_shared.messaging.outbox import Outbox, OutboxRelay
 from arrears_shared.settings import CommonSettings
+from arrears_shared.tracing import configure_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class Runtime:
         except Exception:
             log.debug("producer stop failed", exc_info=True)
         await self.engine.dispose()
+        shutdown_tracing()
 
     async def readiness(self) -> dict[str, bool]:
         broker = self.producer_ready.is_set()
@@ -199,6 +201,7 @@ class Runtime:
 def serve(app: FastAPI, settings: CommonSettings, port: int, service: str) -> None:
     """Run the service: HTTP on ``port`` plus every background loop of its runtime."""
     configure_logging(service, settings.log_level)
+    configure_tracing(service)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
