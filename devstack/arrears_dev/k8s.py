@@ -217,8 +217,9 @@ def deployment(w: Workload) -> dict[str, Any]:
                 "serviceAccountName": f"arrears-{w.name}",
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
-                # preStop 5 s + uvicorn's 20 s drain + consumers finishing their batch and the relay flushing.
-                "terminationGracePeriodSeconds": 60,
+                # Worst case: preStop 5 s + uvicorn's 20 s drain + consumers finishing their batch (up to 20 s)
+                # + the relay flushing (up to 20 s), with room to spare.
+                "terminationGracePeriodSeconds": 75,
                 "securityContext": pod_security(),
                 "topologySpreadConstraints": [
                     {

@@ -48,8 +48,8 @@ class CommonSettings(BaseSettings):
         default="all",
         description=(
             "What this process runs: all (HTTP API, consumers and background loops), api (HTTP API and the outbox"
-            " relay only, so it can scale on CPU) or worker (consumers and background loops; HTTP serves only"
-            " probes and metrics)."
+            " relay only, so it can scale on CPU) or worker (consumers, background loops and the relay; case_manager's"
+            " worker serves only probes and metrics over HTTP)."
         ),
     )
 
