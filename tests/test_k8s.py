@@ -196,6 +196,53 @@ def test_one_autoscaler_per_deployment(docs: list[dict[str, Any]]) -> None:
         assert so["spec"]["maxReplicaCount"] <= min(partitions[t] for t in w.topics)
 
 
+def test_kafka_is_tls_and_scram_with_least_privilege_users(docs: list[dict[str, Any]]) -> None:
+    (kafka,) = of_kind(docs, "Kafka").values()
+    (listener,) = kafka["spec"]["kafka"]["listeners"]
+    assert listener["tls"] is True
+    assert listener["port"] == k8s.KAFKA_PORT
+    assert listener["authentication"]["type"] == "scram-sha-512"
+    assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
+    config = of_kind(docs, "ConfigMap")
+    common = next(c for n, c in config.items() if n.startswith("arrears-config"))["data"]
+    assert common["ARREARS_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert common["ARREARS_KAFKA_BOOTSTRAP_SERVERS"].endswith(f":{k8s.KAFKA_PORT}")
+    users = of_kind(docs, "KafkaUser")
+    auths = of_kind(docs, "TriggerAuthentication")
+    for name, d in of_kind(docs, "Deployment").items():
+        w = WORKLOADS[name]
+        (c,) = d["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["ARREARS_KAFKA_SASL_USERNAME"]["value"] == w.kafka_user
+        assert env["ARREARS_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == w.kafka_user
+        acls = users[w.kafka_user]["spec"]["authorization"]["acls"]
+        granted = {(a["resource"]["type"], a["resource"]["name"], op) for a in acls for op in a["operations"]}
+        for topic in w.topics:
+            assert ("topic", topic, "Read") in granted
+        for topic in w.produces:
+            assert ("topic", topic, "Write") in granted
+        if w.group:
+            assert ("group", w.group, "Read") in granted
+        # nothing beyond what some workload of the same service needs
+        same = [o for o in WORKLOADS.values() if o.kafka_user == w.kafka_user]
+        allowed = {("topic", t) for o in same for t in (*o.topics, *o.produces)} | {
+            ("group", o.group) for o in same if o.group
+        }
+        assert {(kind, res) for kind, res, _op in granted} <= allowed
+    for so in of_kind(docs, "ScaledObject").values():
+        for trigger in so["spec"]["triggers"]:
+            if trigger["type"] == "kafka":
+                assert trigger["authenticationRef"]["name"] in auths
+                assert trigger["metadata"]["sasl"] == "scram_sha512"
+
+
+def test_every_service_that_publishes_can_write_the_dlq() -> None:
+    from arrears_shared.topics import DLQ
+
+    for w in k8s.WORKLOADS:
+        assert DLQ in w.produces, w.name
+
+
 def test_services_pdbs_and_migrations(docs: list[dict[str, Any]]) -> None:
     deployments = of_kind(docs, "Deployment")
     services = of_kind(docs, "Service")
@@ -234,7 +281,7 @@ def test_network_policies_deny_by_default_and_allow_exactly(docs: list[dict[str,
         spec = policies[f"{name}-allow"]["spec"]
         internet = [r for r in spec["egress"] if any("ipBlock" in p for p in r["to"])]
         assert bool(internet) == (name == "notifier"), "only the notifier reaches SMTP and SMS providers"
-        kafka = [r for r in spec["egress"] if r["ports"] == [{"protocol": "TCP", "port": 9092}]]
+        kafka = [r for r in spec["egress"] if r["ports"] == [{"protocol": "TCP", "port": k8s.KAFKA_PORT}]]
         assert kafka, f"{name} publishes through its outbox relay"
         from_ingress = [r for r in spec["ingress"] if len(r["from"]) > 1]
         assert bool(from_ingress) == w.http_traffic

@@ -18,14 +18,17 @@ from typing import Any
 
 import yaml
 
-from arrears_shared.topics import ACCOUNTS, DELIVERIES, INBOUND, LEDGER, NOTIFICATIONS, TOPICS
+from arrears_shared.topics import ACCOUNTS, DELIVERIES, DLQ, EVENTS, INBOUND, LEDGER, NOTIFICATIONS, TOPICS
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
 
 PART_OF = "arrears"
 KAFKA_CLUSTER = "arrears"  # Strimzi Kafka resource; its bootstrap Service is <name>-kafka-bootstrap
-KAFKA_BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap:9092"
+KAFKA_PORT = 9093  # the TLS listener; clients authenticate with SCRAM-SHA-512 as their KafkaUser
+KAFKA_BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap:{KAFKA_PORT}"
+KAFKA_CA_SECRET = f"{KAFKA_CLUSTER}-cluster-ca-cert"  # created by Strimzi, key ca.crt
+KAFKA_CA_DIR = "/etc/arrears/kafka-ca"
 DB_CLUSTER = "arrears-db"  # CloudNativePG Cluster; its app Secret is <name>-app with key uri
 UID = 10001
 # Namespaces outside the app that reach it: where Prometheus runs, where the ingress controller runs,
@@ -46,11 +49,17 @@ class Workload:
     role: str = "all"
     group: str | None = None
     topics: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()  # topics its outbox relay publishes (the DLQ included)
     http_traffic: bool = True  # a Service, reachable from the ingress controller and in-cluster API clients
     autoscale: str = "keda"  # keda (lag, plus CPU when it also serves an API) or hpa (CPU)
     egress_internet_ports: tuple[int, ...] = ()
     secret_env: tuple[tuple[str, str, bool], ...] = ()  # (variable, key in Secret arrears-<name>, optional)
     extra_env: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def kafka_user(self) -> str:
+        """The KafkaUser (and the Strimzi Secret with its password): one per service, shared by its Deployments."""
+        return f"arrears-{self.service.replace('_', '-')}"
 
     @property
     def image(self) -> str:
@@ -62,9 +71,33 @@ class Workload:
 
 
 WORKLOADS: tuple[Workload, ...] = (
-    Workload("ingest", "ingest", 8001, "ARREARS_INGEST_PORT", group="arrears-ingest", topics=(INBOUND,)),
-    Workload("scoring", "scoring", 8002, "ARREARS_SCORING_PORT", group="arrears-scoring", topics=(LEDGER,)),
-    Workload("case-manager-api", "case_manager", 8003, "ARREARS_CASES_PORT", role="api", autoscale="hpa"),
+    Workload(
+        "ingest",
+        "ingest",
+        8001,
+        "ARREARS_INGEST_PORT",
+        group="arrears-ingest",
+        topics=(INBOUND,),
+        produces=(LEDGER, DLQ),
+    ),
+    Workload(
+        "scoring",
+        "scoring",
+        8002,
+        "ARREARS_SCORING_PORT",
+        group="arrears-scoring",
+        topics=(LEDGER,),
+        produces=(ACCOUNTS, DLQ),
+    ),
+    Workload(
+        "case-manager-api",
+        "case_manager",
+        8003,
+        "ARREARS_CASES_PORT",
+        role="api",
+        autoscale="hpa",
+        produces=(NOTIFICATIONS, EVENTS, DLQ),
+    ),
     Workload(
         "case-manager-worker",
         "case_manager",
@@ -73,6 +106,7 @@ WORKLOADS: tuple[Workload, ...] = (
         role="worker",
         group="arrears-case-manager",
         topics=(ACCOUNTS, DELIVERIES),
+        produces=(NOTIFICATIONS, EVENTS, DLQ),
         http_traffic=False,
     ),
     Workload(
@@ -82,6 +116,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "ARREARS_NOTIFIER_PORT",
         group="arrears-notifier",
         topics=(NOTIFICATIONS,),
+        produces=(DELIVERIES, DLQ),
         egress_internet_ports=(25, 465, 587, 443),
         secret_env=(
             ("ARREARS_NOTIFIER_LINK_SECRET", "link-secret", False),
@@ -174,6 +209,13 @@ def deployment(w: Workload) -> dict[str, Any]:
         {"name": w.port_env, "value": str(w.port)},
         {"name": "OTEL_SERVICE_NAME", "value": f"arrears-{w.name}"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # Kafka over TLS, as this service's KafkaUser (KEDA's TriggerAuthentication reads the same).
+        {"name": "ARREARS_KAFKA_SASL_USERNAME", "value": w.kafka_user},
+        {
+            "name": "ARREARS_KAFKA_SASL_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": w.kafka_user, "key": "password"}},
+        },
+        {"name": "ARREARS_KAFKA_SSL_CAFILE", "value": f"{KAFKA_CA_DIR}/ca.crt"},
     ]
     for var, key, optional in w.secret_env:
         env.append(
@@ -205,7 +247,7 @@ def deployment(w: Workload) -> dict[str, Any]:
         # Let endpoints and load balancers drop the pod before the server stops accepting requests.
         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
         "securityContext": container_security(),
-        "volumeMounts": [TMP_MOUNT],
+        "volumeMounts": [TMP_MOUNT, {"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True}],
     }
     spec: dict[str, Any] = {
         "revisionHistoryLimit": 5,
@@ -231,7 +273,13 @@ def deployment(w: Workload) -> dict[str, Any]:
                     for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
                 ],
                 "containers": [container],
-                "volumes": [TMP_VOLUME],
+                "volumes": [
+                    TMP_VOLUME,
+                    {
+                        "name": "kafka-ca",
+                        "secret": {"secretName": KAFKA_CA_SECRET, "items": [{"key": "ca.crt", "path": "ca.crt"}]},
+                    },
+                ],
             },
         },
     }
@@ -311,7 +359,10 @@ def scaler(w: Workload) -> dict[str, Any]:
                 "offsetResetPolicy": "earliest",
                 # Never more consumers than partitions: the extra ones would sit idle.
                 "allowIdleConsumers": "false",
+                "sasl": "scram_sha512",
+                "tls": "enable",
             },
+            "authenticationRef": {"name": w.name},
         }
         for topic in w.topics
     ]
@@ -335,6 +386,73 @@ def scaler(w: Workload) -> dict[str, Any]:
             "triggers": triggers,
         },
     }
+
+
+def trigger_authentication(w: Workload) -> dict[str, Any]:
+    """KEDA reads the group's lag as the service's own KafkaUser (its ACLs allow describing its group)."""
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": meta(w.name),
+        "spec": {
+            "env": [{"parameter": "username", "name": "ARREARS_KAFKA_SASL_USERNAME", "containerName": w.name}],
+            "secretTargetRef": [
+                {"parameter": "password", "name": w.kafka_user, "key": "password"},
+                {"parameter": "ca", "name": KAFKA_CA_SECRET, "key": "ca.crt"},
+            ],
+        },
+    }
+
+
+def kafka_users() -> list[dict[str, Any]]:
+    """One KafkaUser per service with exactly the ACLs it needs: read its topics and its group, write what
+    its outbox relay publishes."""
+    users: dict[str, dict[str, Any]] = {}
+    for w in WORKLOADS:
+        acls = users.setdefault(w.kafka_user, {"read": set(), "write": set(), "groups": set()})
+        acls["read"] |= set(w.topics)
+        acls["write"] |= set(w.produces)
+        if w.group:
+            acls["groups"].add(w.group)
+    out = []
+    for name, acls in users.items():
+        rules: list[dict[str, Any]] = []
+        for topic in sorted(acls["read"]):
+            rules.append(
+                {
+                    "resource": {"type": "topic", "name": topic, "patternType": "literal"},
+                    "operations": ["Read", "Describe"],
+                }
+            )
+        for topic in sorted(acls["write"]):
+            rules.append(
+                {
+                    "resource": {"type": "topic", "name": topic, "patternType": "literal"},
+                    "operations": ["Write", "Describe"],
+                }
+            )
+        for group in sorted(acls["groups"]):
+            rules.append(
+                {
+                    "resource": {"type": "group", "name": group, "patternType": "literal"},
+                    "operations": ["Read", "Describe"],
+                }
+            )
+        out.append(
+            {
+                "apiVersion": "kafka.strimzi.io/v1beta2",
+                "kind": "KafkaUser",
+                "metadata": {
+                    "name": name,
+                    "labels": {"strimzi.io/cluster": KAFKA_CLUSTER, "app.kubernetes.io/part-of": PART_OF},
+                },
+                "spec": {
+                    "authentication": {"type": "scram-sha-512"},
+                    "authorization": {"type": "simple", "acls": rules},
+                },
+            }
+        )
+    return out
 
 
 def migration_job(svc: str) -> dict[str, Any]:
@@ -462,7 +580,7 @@ def network_policies() -> list[dict[str, Any]]:
             )
         # Every service publishes through its outbox relay, so every one talks to the brokers.
         kafka = _peer_pods({"strimzi.io/cluster": KAFKA_CLUSTER, "strimzi.io/kind": "Kafka"})
-        egress: list[dict[str, Any]] = [{"to": [kafka], "ports": _tcp(9092)}]
+        egress: list[dict[str, Any]] = [{"to": [kafka], "ports": _tcp(KAFKA_PORT)}]
         if w.egress_internet_ports:
             egress.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _tcp(*w.egress_internet_ports)})
         policies.append(
@@ -736,7 +854,16 @@ def kafka_cluster() -> list[dict[str, Any]]:
             },
             "spec": {
                 "kafka": {
-                    "listeners": [{"name": "plain", "port": 9092, "type": "internal", "tls": False}],
+                    "listeners": [
+                        {
+                            "name": "tls",
+                            "port": KAFKA_PORT,
+                            "type": "internal",
+                            "tls": True,
+                            "authentication": {"type": "scram-sha-512"},
+                        }
+                    ],
+                    "authorization": {"type": "simple"},
                     "config": {
                         "offsets.topic.replication.factor": 3,
                         "transaction.state.log.replication.factor": 3,
@@ -746,7 +873,7 @@ def kafka_cluster() -> list[dict[str, Any]]:
                         "auto.create.topics.enable": False,
                     },
                 },
-                "entityOperator": {"topicOperator": {}},
+                "entityOperator": {"topicOperator": {}, "userOperator": {}},
             },
         },
     ]
@@ -768,6 +895,8 @@ def render() -> dict[str, str]:
         if w.http_traffic:
             docs.append(service(w))
         docs += [pdb(w), scaler(w)]
+        if w.autoscale == "keda":
+            docs.append(trigger_authentication(w))
         files[f"{w.name}.yaml"] = _dump(docs)
     jobs: list[dict[str, Any]] = []
     for svc in SERVICES:
@@ -775,6 +904,7 @@ def render() -> dict[str, str]:
         jobs += [service_account(f"arrears-{name}", "migration"), migration_job(svc)]
     files["migrations.yaml"] = _dump(jobs)
     files["kafka-topics.yaml"] = _dump(kafka_topics())
+    files["kafka-users.yaml"] = _dump(kafka_users())
     files["network-policies.yaml"] = _dump(network_policies())
     files["monitoring.yaml"] = _dump([pod_monitor(), prometheus_rule()])
     files["grafana-dashboard.json"] = json.dumps(dashboard(), indent=2) + "\n"
@@ -799,6 +929,7 @@ def render() -> dict[str, str]:
                     *(f"{w.name}.yaml" for w in WORKLOADS),
                     "migrations.yaml",
                     "kafka-topics.yaml",
+                    "kafka-users.yaml",
                     "network-policies.yaml",
                     "monitoring.yaml",
                 ],
@@ -808,6 +939,8 @@ def render() -> dict[str, str]:
                         "literals": [
                             f"ARREARS_KAFKA_BOOTSTRAP_SERVERS={KAFKA_BOOTSTRAP}",
                             "ARREARS_KAFKA_ENABLE_IDEMPOTENCE=true",
+                            "ARREARS_KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+                            "ARREARS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512",
                             "ARREARS_HTTP_HOST=0.0.0.0",
                             "ARREARS_LOG_LEVEL=INFO",
                             "ARREARS_DATABASE_POOL_SIZE=10",

@@ -32,6 +32,10 @@ class CommonSettings(BaseSettings):
     kafka_sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = Field(
+        default=None,
+        description="CA bundle (PEM) that signs the brokers' certificates (SSL, SASL_SSL); the system CAs when unset.",
+    )
     kafka_enable_idempotence: bool = Field(
         default=False,
         description="Idempotent producer. Turn on with production Kafka; the embedded dev broker lacks it.",
