@@ -287,6 +287,13 @@ def test_network_policies_deny_by_default_and_allow_exactly(docs: list[dict[str,
         assert bool(from_ingress) == w.http_traffic
 
 
+def _labelnames(metric: str) -> set[str]:
+    base = re.sub(r"_(total|bucket|count|sum)$", "", metric)
+    collector = REGISTRY._names_to_collectors.get(base) or REGISTRY._names_to_collectors.get(metric)
+    assert collector is not None, metric
+    return set(getattr(collector, "_labelnames", ()))
+
+
 def test_alerts_use_real_metrics_and_have_runbooks(docs: list[dict[str, Any]]) -> None:
     (rule,) = of_kind(docs, "PrometheusRule").values()
     metrics = {m.name for m in REGISTRY.collect()}
@@ -309,6 +316,12 @@ def test_alerts_use_real_metrics_and_have_runbooks(docs: list[dict[str, Any]]) -
             assert used in names, f"{alert['alert']} uses unknown metric {used}"
         assert f"### {alert['alert']}\n" in text, f"docs/operations.md lacks a runbook for {alert['alert']}"
         assert alert["annotations"]["runbook_url"].endswith("#" + alert["alert"].lower())
+    # Aggregations group only by labels the metric has, or that the scrape adds.
+    scrape_labels = {"namespace", "pod", "container", "job", "instance"}
+    for alert in alerts:
+        for by, metric in re.findall(r"by \(([^)]*)\) \((?:\w+\()?(arrears_[a-z_]+)", alert["expr"]):
+            wanted = {label.strip() for label in by.split(",")} - scrape_labels
+            assert wanted <= _labelnames(metric), f"{alert['alert']}: {metric} has no label(s) {wanted}"
     dashboard = json.loads(of_kind(docs, "ConfigMap")["arrears-grafana-dashboard"]["data"]["arrears.json"])
     for panel in dashboard["panels"]:
         for target in panel["targets"]:

@@ -668,12 +668,13 @@ ALERTS: tuple[dict[str, Any], ...] = (
     ),
     _alert(
         "ArrearsConsumerStalled",
-        "sum by (namespace, group) (arrears_consumer_lag) > 0"
-        " and sum by (namespace, group) (rate(arrears_events_consumed_total[10m])) == 0",
+        # consumed events carry the topic, not the group: match on the topic (each topic has one consumer group)
+        "sum by (namespace, topic) (arrears_consumer_lag) > 0"
+        " unless sum by (namespace, topic) (rate(arrears_events_consumed_total[10m])) > 0",
         "10m",
         "critical",
-        "Consumer group {{ $labels.group }} has lag and consumes nothing",
-        "{{ $labels.group }} has unconsumed messages and consumed none in 10 minutes.",
+        "Nothing is being consumed from {{ $labels.topic }}",
+        "{{ $labels.topic }} has unconsumed messages and none was consumed in 10 minutes.",
     ),
     _alert(
         "ArrearsDeliveryFailures",
@@ -694,12 +695,12 @@ ALERTS: tuple[dict[str, Any], ...] = (
     ),
     _alert(
         "ArrearsHighErrorRate",
-        'sum by (namespace, job) (rate(arrears_http_request_duration_seconds_count{status=~"5.."}[5m]))'
-        " / sum by (namespace, job) (rate(arrears_http_request_duration_seconds_count[5m])) > 0.05",
+        'sum by (namespace, container) (rate(arrears_http_request_duration_seconds_count{status=~"5.."}[5m]))'
+        " / sum by (namespace, container) (rate(arrears_http_request_duration_seconds_count[5m])) > 0.05",
         "10m",
         "warning",
         "More than 5% of HTTP requests fail",
-        "{{ $value | humanizePercentage }} of {{ $labels.job }} requests answered 5xx over 5 minutes.",
+        "{{ $value | humanizePercentage }} of {{ $labels.container }} requests answered 5xx over 5 minutes.",
     ),
     _alert(
         "ArrearsPodNotReady",
