@@ -39,7 +39,7 @@ TIMERS_OLDEST_DUE = Gauge(
 )
 TIMERS_FIRED = Counter("arrears_timers_fired_total", "Escalation timers fired by the sweeper.")
 # notifier counts every delivery it finishes or defers, by channel (email, sms) and outcome
-# (sent, delivered, failed, deferred, suppressed).
+# (sent, failed, deferred, suppressed; delivered once provider callbacks report it).
 NOTIFICATIONS = Counter(
     "arrears_notifications_total", "Notification delivery outcomes, by channel and outcome.", ["channel", "outcome"]
 )
