@@ -36,6 +36,7 @@ UID = 10001
 MONITORING_NS = "monitoring"
 INGRESS_NS = "ingress-nginx"
 OTEL_NS = "observability"
+KEDA_NS = "keda"  # KEDA's operator reads consumer lag from the brokers
 
 
 @dataclass(frozen=True)
@@ -862,6 +863,11 @@ def kafka_cluster() -> list[dict[str, Any]]:
                             "type": "internal",
                             "tls": True,
                             "authentication": {"type": "scram-sha-512"},
+                            # Strimzi turns these into the NetworkPolicy of the brokers' listener.
+                            "networkPolicyPeers": [
+                                {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": PART_OF}}},
+                                _peer_ns(KEDA_NS),
+                            ],
                         }
                     ],
                     "authorization": {"type": "simple"},
