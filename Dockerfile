@@ -13,6 +13,7 @@ ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 ARG SERVICE
 
 # --------------------------------------------------------------------------- builder
+# checkov:skip=CKV_DOCKER_7: the base image is the ARG above, pinned to an exact Python and Debian release
 FROM ${PYTHON_IMAGE} AS builder
 ARG SERVICE
 
@@ -71,22 +72,31 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 USER 10001:10001
 
-# One small stage per service: its port and its command, written out because an ARG does not
+# One small stage per service: its port, its health check (for Docker and compose; Kubernetes uses
+# its own probes on the same /healthz) and its command, written out because an ARG does not
 # expand inside a JSON-form CMD. The last stage picks the one SERVICE names.
 FROM runtime AS ingest
 EXPOSE 8001
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ARREARS_INGEST_PORT', '8001') + '/healthz', timeout=2)"]
 CMD ["python", "-m", "arrears_ingest.main", "serve"]
 
 FROM runtime AS scoring
 EXPOSE 8002
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ARREARS_SCORING_PORT', '8002') + '/healthz', timeout=2)"]
 CMD ["python", "-m", "arrears_scoring.main", "serve"]
 
 FROM runtime AS case_manager
 EXPOSE 8003
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ARREARS_CASES_PORT', '8003') + '/healthz', timeout=2)"]
 CMD ["python", "-m", "arrears_case_manager.main", "serve"]
 
 FROM runtime AS notifier
 EXPOSE 8004
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('ARREARS_NOTIFIER_PORT', '8004') + '/healthz', timeout=2)"]
 CMD ["python", "-m", "arrears_notifier.main", "serve"]
 
 FROM ${SERVICE} AS final

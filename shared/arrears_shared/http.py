@@ -10,12 +10,14 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from arrears_shared.errors import ConflictError, NotFoundError, PermanentError
 from arrears_shared.metrics import HTTP_LATENCY
+from arrears_shared.tracing import traced
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://arrears.dev/problems/"
@@ -151,11 +153,20 @@ class BodySizeLimit:
         await self.app(scope, limited, send)
 
 
+_UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: no trace for them
+
+
 def install_operational_routes(app: FastAPI, readiness: Callable[[], Awaitable[dict[str, bool]]]) -> None:
     @app.middleware("http")
     async def _latency(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()
-        response = await call_next(request)
+        if request.url.path in _UNTRACED:
+            response = await call_next(request)
+        else:
+            carrier = {k: v for k, v in request.headers.items() if k in ("traceparent", "tracestate")}
+            attributes = {"http.request.method": request.method, "url.path": request.url.path}
+            with traced(f"HTTP {request.method}", carrier, kind=SpanKind.SERVER, attributes=attributes):
+                response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         HTTP_LATENCY.labels(request.method, path, str(response.status_code)).observe(time.perf_counter() - start)

@@ -31,3 +31,15 @@ HTTP_LATENCY = Histogram(
     ["method", "route", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+
+# case_manager's timer sweeper sets the two gauges on every sweep and counts what it fires.
+TIMERS_DUE = Gauge("arrears_timers_due", "Escalation timers whose time has come and that have not fired yet.")
+TIMERS_OLDEST_DUE = Gauge(
+    "arrears_timers_oldest_due_seconds", "How late the oldest due, unfired escalation timer is (0 when none is due)."
+)
+TIMERS_FIRED = Counter("arrears_timers_fired_total", "Escalation timers fired by the sweeper.")
+# notifier counts every delivery it finishes or defers, by channel (email, sms) and outcome
+# (sent, failed, deferred, suppressed; delivered once provider callbacks report it).
+NOTIFICATIONS = Counter(
+    "arrears_notifications_total", "Notification delivery outcomes, by channel and outcome.", ["channel", "outcome"]
+)

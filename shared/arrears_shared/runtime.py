@@ -32,6 +32,7 @@ from arrears_shared.messaging.consumer import BatchConsumer, EventRouter
 from arrears_shared.messaging.kafka import make_consumer, make_producer
 from arrears_shared.messaging.outbox import Outbox, OutboxRelay
 from arrears_shared.settings import CommonSettings
+from arrears_shared.tracing import configure_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,12 @@ class Runtime:
     def add_consumer(
         self, group_id: str, topics: list[str], router: EventRouter, after_commit: Callable[[], None] | None = None
     ) -> None:
-        """Consume ``topics`` as ``group_id`` through ``router`` (the consumer is built in :meth:`start`)."""
+        """Consume ``topics`` as ``group_id`` through ``router`` (the consumer is built in :meth:`start`).
+
+        Skipped when the process runs as ``role=api``.
+        """
+        if self.settings.role == "api":
+            return
 
         def committed() -> None:
             self.relay.wake()
@@ -104,7 +110,18 @@ class Runtime:
             self.add_loop(f"consumer:{group_id}", consumer.run, consumer.stop)
 
     def add_loop(self, name: str, run: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]) -> None:
+        """Run a background loop with the process. With ``role=api`` only the outbox relay runs: the API's own
+        writes still reach Kafka (the relay is safe in any number of replicas), while consumers and timers stay
+        in the worker Deployment."""
+        if self.settings.role == "api" and name != "outbox-relay":
+            return
         self._loops.append(_Loop(name, run, stop))
+
+    @property
+    def loop_names(self) -> list[str]:
+        """Names of the background loops this process runs (consumers are added in :meth:`start`)."""
+        loops = [lp.name for lp in self._loops if not lp.name.startswith("consumer:")]
+        return loops + [f"consumer:{spec[0]}" for spec in self._consumer_specs]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,6 +176,7 @@ class Runtime:
         except Exception:
             log.debug("producer stop failed", exc_info=True)
         await self.engine.dispose()
+        shutdown_tracing()
 
     async def readiness(self) -> dict[str, bool]:
         broker = self.producer_ready.is_set()
@@ -183,6 +201,7 @@ class Runtime:
 def serve(app: FastAPI, settings: CommonSettings, port: int, service: str) -> None:
     """Run the service: HTTP on ``port`` plus every background loop of its runtime."""
     configure_logging(service, settings.log_level)
+    configure_tracing(service)
     config = uvicorn.Config(
         app,
         host=settings.http_host,

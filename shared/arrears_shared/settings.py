@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,6 +32,10 @@ class CommonSettings(BaseSettings):
     kafka_sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = Field(
+        default=None,
+        description="CA bundle (PEM) that signs the brokers' certificates (SSL, SASL_SSL); the system CAs when unset.",
+    )
     kafka_enable_idempotence: bool = Field(
         default=False,
         description="Idempotent producer. Turn on with production Kafka; the embedded dev broker lacks it.",
@@ -42,6 +48,14 @@ class CommonSettings(BaseSettings):
         default=None, description="Development and tests only: a file holding a clock offset in seconds."
     )
     outbox_poll_seconds: float = Field(default=0.2, gt=0, description="Outbox relay's idle poll interval.")
+    role: Literal["all", "api", "worker"] = Field(
+        default="all",
+        description=(
+            "What this process runs: all (HTTP API, consumers and background loops), api (HTTP API and the outbox"
+            " relay only, so it can scale on CPU) or worker (consumers, background loops and the relay; case_manager's"
+            " worker serves only probes and metrics over HTTP)."
+        ),
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -38,5 +38,6 @@ def create_app(settings: CaseSettings, runtime: Runtime | None = None) -> FastAP
     app.state.case_service = service
     install_problem_handlers(app)
     install_operational_routes(app, runtime.readiness)
-    app.include_router(case_endpoints.router)
+    if settings.role != "worker":  # the worker Deployment serves probes and metrics only
+        app.include_router(case_endpoints.router)
     return app

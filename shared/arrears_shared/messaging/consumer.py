@@ -22,6 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -31,9 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from arrears_shared.errors import PermanentError, summarize_validation_error
 from arrears_shared.events.envelope import CloudEvent
 from arrears_shared.logs import event_id_var, redact
-from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.messaging.outbox import Outbox, decode_headers
 from arrears_shared.metrics import BATCH_SECONDS, CONSUMED, CONSUMER_LAG, DEAD_LETTERED, RETRIES
 from arrears_shared.topics import DLQ
+from arrears_shared.tracing import traced
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +203,19 @@ class BatchConsumer:
                 await self._dead_letter(session, msg, "invalid_envelope", reason, "unknown")
                 continue
             token = event_id_var.set(maybe_event.id)
+            attributes = {
+                "messaging.system": "kafka",
+                "messaging.destination.name": msg.topic,
+                "messaging.consumer.group.name": self.group_id,
+                "messaging.kafka.offset": msg.offset,
+                "messaging.message.id": maybe_event.id,
+                "cloudevents.event_type": maybe_event.type,
+            }
             try:
-                await self._apply_one(session, msg, maybe_event)
+                with traced(
+                    f"process {msg.topic}", decode_headers(msg.headers), kind=SpanKind.CONSUMER, attributes=attributes
+                ):
+                    await self._apply_one(session, msg, maybe_event)
             finally:
                 event_id_var.reset(token)
 

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from arrears_shared.events.envelope import CloudEvent
 from arrears_shared.messaging.kafka import Producer
 from arrears_shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, PRODUCED
+from arrears_shared.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,11 @@ class Outbox:
         k = key if key is not None else event.subject
         await session.execute(
             insert(self.table).values(
-                topic=topic, key=k, shard=shard_of(k), payload=event.to_json(), headers=dict(headers or {})
+                topic=topic,
+                key=k,
+                shard=shard_of(k),
+                payload=event.to_json(),
+                headers={**trace_headers(), **(headers or {})},
             )
         )
 
@@ -75,6 +80,7 @@ class Outbox:
         """Queue many (topic, event) pairs in one statement, keyed by each event's subject."""
         if not rows:
             return
+        carried = trace_headers()  # the trace of the work that emits them
         await session.execute(
             insert(self.table),
             [
@@ -83,7 +89,7 @@ class Outbox:
                     "key": ev.subject,
                     "shard": shard_of(ev.subject),
                     "payload": ev.to_json(),
-                    "headers": {},
+                    "headers": carried,
                 }
                 for topic, ev in rows
             ],

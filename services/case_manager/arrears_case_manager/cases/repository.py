@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, text, update
+from sqlalchemy import Row, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,6 +44,13 @@ class CaseRepository:
             .with_for_update(skip_locked=True)
         )
         return list(rows.scalars())
+
+    async def due_summary(self, session: AsyncSession, now: datetime) -> tuple[int, datetime | None]:
+        """How many timers are due and unfired, and the oldest one's time (for the operator's metrics)."""
+        row = (
+            await session.execute(select(func.count(), func.min(accounts.c.wake_at)).where(accounts.c.wake_at <= now))
+        ).one()
+        return int(row[0]), row[1]
 
     async def open_case(self, session: AsyncSession, account_id: str) -> Row[Any] | None:
         return (

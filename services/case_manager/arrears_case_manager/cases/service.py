@@ -97,6 +97,12 @@ class CaseService:
             await self.evaluate(session, account_id, now)
         return len(due)
 
+    async def due_summary(self, session: AsyncSession) -> tuple[int, float]:
+        """Timers due and not fired yet, and how many seconds late the oldest is (0 when none)."""
+        now = self.clock.now()
+        count, oldest = await self.repo.due_summary(session, now)
+        return count, max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+
     # ------------------------------------------------------------------ the decision
 
     async def evaluate(self, session: AsyncSession, account_id: str, now: datetime) -> None:

@@ -9,6 +9,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arrears_case_manager.cases.service import CaseService
+from arrears_shared.metrics import TIMERS_DUE, TIMERS_FIRED, TIMERS_OLDEST_DUE
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,13 @@ class Sweeper:
     async def sweep_once(self) -> int:
         async with self.sessionmaker() as session, session.begin():
             fired = await self.service.sweep(session, self.batch)
+        TIMERS_FIRED.inc(fired)
         if fired and callable(self.on_commit):
             self.on_commit()
+        async with self.sessionmaker() as session, session.begin():
+            due, late = await self.service.due_summary(session)
+        TIMERS_DUE.set(due)
+        TIMERS_OLDEST_DUE.set(late)
         return fired
 
     async def run(self) -> None:

@@ -34,6 +34,7 @@ from arrears_shared.clock import Clock
 from arrears_shared.events.envelope import CloudEvent, new_event
 from arrears_shared.events.v1 import DeliveryUpdated, NotificationRequested
 from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.metrics import NOTIFICATIONS
 from arrears_shared.topics import DELIVERIES
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,9 @@ class DeliveryService:
         reason: str | None,
         provider_id: str | None = None,
     ) -> None:
+        # Every outcome passes here once (a deferral only when its reason changes). Counted when recorded;
+        # a transaction that then rolls back is re-run and counted again, so the count can only run high.
+        NOTIFICATIONS.labels(row.channel, status).inc()
         update = DeliveryUpdated(
             notification_id=row.notification_id,
             case_id=row.case_id,
