@@ -5,6 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from arrears_ingest.auth.service import ApiKeyService
+from arrears_ingest.documents import endpoints as document_endpoints
+from arrears_ingest.documents.service import DocumentService
 from arrears_ingest.events import endpoints as event_endpoints
 from arrears_ingest.events.consumer import inbound_router
 from arrears_ingest.events.service import IngestService
@@ -26,10 +29,13 @@ def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> Fast
     app = FastAPI(title="Arrears ingest", version="1.0.0", lifespan=runtime.lifespan)
     app.state.settings = settings
     app.state.ingest_service = service
+    app.state.document_service = DocumentService(service)
+    app.state.api_key_service = ApiKeyService()
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_problem_handlers(app)
     install_operational_routes(app, runtime.readiness)
     app.include_router(event_endpoints.router)
+    app.include_router(document_endpoints.router)
 
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:

@@ -24,6 +24,31 @@ class EventRepository:
         )
         return {(r.source, r.event_id) for r in await session.execute(stmt)}
 
+    async def digests(self, session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The content digest recorded for each of ``keys`` already received."""
+        if not keys:
+            return {}
+        rows = await session.execute(
+            select(received_events.c.source, received_events.c.event_id, received_events.c.digest).where(
+                tuple_(received_events.c.source, received_events.c.event_id).in_(keys)
+            )
+        )
+        return {(r.source, r.event_id): r.digest for r in rows}
+
+    async def accounts_for_invoice_numbers(self, session: AsyncSession, numbers: list[str]) -> dict[str, set[str]]:
+        """For each invoice number among ``numbers``, the accounts that have an invoice with it."""
+        if not numbers:
+            return {}
+        rows = await session.execute(
+            select(invoice_numbers.c.invoice_number, invoice_numbers.c.account_id).where(
+                invoice_numbers.c.invoice_number.in_(numbers)
+            )
+        )
+        out: dict[str, set[str]] = {}
+        for r in rows:
+            out.setdefault(r.invoice_number, set()).add(r.account_id)
+        return out
+
     async def forget_received(self, session: AsyncSession, keys: Iterable[tuple[str, str]]) -> None:
         keys = list(keys)
         if keys:

@@ -2,8 +2,9 @@
 
 Every item is judged on its own: one bad item never rejects the others. An item is
 - ``accepted``: valid and new; it is written to the outbox for ``ar.ledger.v1``;
-- ``duplicate``: its (source, id) was accepted before; nothing changes;
-- ``conflict``: an invoice number of the account already belongs to another invoice;
+- ``duplicate``: its (source, id) was accepted before with the same data; nothing changes;
+- ``conflict``: its (source, id) was accepted before with different data, or an invoice number
+  of the account already belongs to another invoice; nothing changes;
 - ``rejected``: invalid, with the fields and reasons (never the values).
 """
 
@@ -24,7 +25,12 @@ from arrears_shared.events.v1 import LEDGER_MODELS, InvoiceIssued
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.topics import LEDGER
 
-Status = Literal["accepted", "duplicate", "conflict", "rejected"]
+Status = Literal["accepted", "duplicate", "conflict", "rejected", "forbidden"]
+
+
+def source_allowed(source: str, allowed: str) -> bool:
+    """An API key for ``allowed`` may send events whose source is it or below it (``allowed/...``)."""
+    return source == allowed or source.startswith(allowed.rstrip("/") + "/")
 
 
 @dataclass
@@ -76,7 +82,10 @@ class IngestService:
         self.outbox = outbox
         self.repository = repository or EventRepository()
 
-    async def accept(self, session: AsyncSession, items: list[Any]) -> list[ItemResult]:
+    async def accept(
+        self, session: AsyncSession, items: list[Any], *, allowed_source: str | None = None
+    ) -> list[ItemResult]:
+        """Judge every item; ``allowed_source`` (an API key's source) limits the sources it may use."""
         results: list[ItemResult | None] = [None] * len(items)
         valid: list[_Valid] = []
         seen: set[tuple[str, str]] = set()
@@ -87,6 +96,14 @@ class IngestService:
                 results[index] = ItemResult(index, raw_id, "rejected", outcome)
                 continue
             event, data = outcome
+            if allowed_source is not None and not source_allowed(event.source, allowed_source):
+                results[index] = ItemResult(
+                    index,
+                    event.id,
+                    "forbidden",
+                    [{"field": "source", "message": f"this API key may only send events of source {allowed_source}"}],
+                )
+                continue
             key = (event.source, event.id)
             if key in seen:
                 results[index] = ItemResult(index, event.id, "duplicate")
@@ -108,9 +125,18 @@ class IngestService:
             ],
         )
         new = [v for v in valid if (v.event.source, v.event.id) in fresh]
-        for v in valid:
-            if (v.event.source, v.event.id) not in fresh:
+        old = [v for v in valid if (v.event.source, v.event.id) not in fresh]
+        recorded = await self.repository.digests(session, [(v.event.source, v.event.id) for v in old])
+        for v in old:
+            if recorded.get((v.event.source, v.event.id)) in (None, _digest(v.event)):
                 results[v.index] = ItemResult(v.index, v.event.id, "duplicate")
+            else:
+                results[v.index] = ItemResult(
+                    v.index,
+                    v.event.id,
+                    "conflict",
+                    [{"field": "id", "message": "this source and id were accepted before with different data"}],
+                )
 
         claims = [
             (v.data.account_id, v.data.invoice_number, v.data.invoice_id)
