@@ -88,7 +88,7 @@ class IngestService:
         """Judge every item; ``allowed_source`` (an API key's source) limits the sources it may use."""
         results: list[ItemResult | None] = [None] * len(items)
         valid: list[_Valid] = []
-        seen: set[tuple[str, str]] = set()
+        seen: dict[tuple[str, str], str] = {}
         for index, raw in enumerate(items):
             outcome = validate_event(raw)
             raw_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
@@ -105,10 +105,19 @@ class IngestService:
                 )
                 continue
             key = (event.source, event.id)
+            digest = _digest(event)
             if key in seen:
-                results[index] = ItemResult(index, event.id, "duplicate")
+                if seen[key] == digest:
+                    results[index] = ItemResult(index, event.id, "duplicate")
+                else:
+                    results[index] = ItemResult(
+                        index,
+                        event.id,
+                        "conflict",
+                        [{"field": "id", "message": "this source and id come twice in the batch with different data"}],
+                    )
                 continue
-            seen.add(key)
+            seen[key] = digest
             valid.append(_Valid(index, event, data))
 
         fresh = await self.repository.record_received(
