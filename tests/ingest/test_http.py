@@ -6,7 +6,6 @@ accepts is checked in ingest's outbox, where the relay would pick it up.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -424,4 +423,3 @@ def test_keys_cli_creates_lists_and_revokes(ingest_db: str, broker: str) -> None
     revoked = run_cli("arrears_ingest.main", "keys", "revoke", lines["key_id"], env=env)
     assert revoked.returncode == 0
     assert "revoked" in run_cli("arrears_ingest.main", "keys", "list", env=env).stdout
-    time.sleep(0)
