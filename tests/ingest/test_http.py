@@ -25,15 +25,9 @@ from arrears_ingest.settings import IngestSettings
 from arrears_shared.clock import FixedClock
 from arrears_shared.runtime import Runtime
 from arrears_shared.topics import LEDGER
-from tests.conftest import Databases, migrated_database
 from tests.ingest.test_formats import CAMT, HOSTILE, entry, ubl
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def ingest_db(databases: Databases, broker: str) -> str:
-    return migrated_database(databases, broker, "ingest_http")
 
 
 async def _client(url: str, broker: str, *, auth: bool, max_body: int = 10 * 1024 * 1024) -> tuple[FastAPI, Runtime]:

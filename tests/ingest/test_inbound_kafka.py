@@ -1,0 +1,97 @@
+"""Raw ERP CloudEvents on Kafka get the same checks as POST /v1/events: valid ones reach the ledger
+outbox once, invalid ones and invoice-number conflicts go to the DLQ with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from arrears_ingest.events.consumer import inbound_router
+from arrears_ingest.events.service import IngestService
+from arrears_ingest.models import inbox, outbox
+from arrears_shared.db import make_sessionmaker
+from arrears_shared.messaging.consumer import BatchConsumer
+from arrears_shared.messaging.kafka import make_consumer
+from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.settings import CommonSettings, async_database_url
+from arrears_shared.topics import DLQ, LEDGER
+from tests.integration.test_messaging import create_topic, produce
+
+
+def invoice(account: str, number: str, invoice_id: str, amount: Any = 1000) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": "erp-kafka",
+            "type": "ar.invoice.issued",
+            "time": "2026-03-01T12:00:00Z",
+            "subject": account,
+            "data": {
+                "invoice_id": invoice_id,
+                "invoice_number": number,
+                "account_id": account,
+                "issue_date": "2026-03-01",
+                "due_date": "2026-03-31",
+                "currency": "EUR",
+                "amount_minor": amount,
+            },
+        }
+    )
+
+
+async def test_inbound_valid_duplicate_invalid_and_conflict(broker: str, ingest_db: str) -> None:
+    topic = await create_topic(broker, partitions=1)
+    group = f"ingest-test-{uuid.uuid4().hex[:8]}"
+    account = f"ACC-{uuid.uuid4().hex[:8]}"
+    good = invoice(account, "N-1", "I-1")
+    await produce(
+        broker,
+        topic,
+        [
+            good,
+            good,  # redelivered: changes nothing
+            invoice(account, "N-2", "I-2", amount=12.5),  # a float: rejected
+            invoice(account, "N-1", "I-9"),  # the number belongs to I-1: conflict
+        ],
+        key=account.encode(),
+    )
+    engine = create_async_engine(async_database_url(ingest_db))
+    sessionmaker = make_sessionmaker(engine)
+    box = Outbox(outbox)
+    consumer = BatchConsumer(
+        consumer=make_consumer(CommonSettings(kafka_bootstrap_servers=broker), group, [topic], "test"),
+        group_id=group,
+        sessionmaker=sessionmaker,
+        inbox=inbox,
+        outbox=box,
+        router=inbound_router(IngestService(box)),
+        max_retries=0,
+    )
+    task = asyncio.create_task(consumer.run())
+
+    async def rows() -> list[Any]:
+        async with sessionmaker() as s:
+            return list(await s.execute(select(outbox).where(outbox.c.key == account).order_by(outbox.c.id)))
+
+    try:
+        async with asyncio.timeout(60):
+            while len(await rows()) < 3:  # noqa: ASYNC110 - polling the effect is the point
+                await asyncio.sleep(0.1)
+    finally:
+        consumer.stop()
+        await task
+    out = await rows()
+    await engine.dispose()
+    ledger = [orjson.loads(r.payload) for r in out if r.topic == LEDGER]
+    dlq = [r for r in out if r.topic == DLQ]
+    assert [e["data"]["invoice_id"] for e in ledger] == ["I-1"]
+    assert len(dlq) == 2
+    reasons = sorted(r.headers["dlq.error"] for r in dlq)
+    assert "amount_minor" in reasons[0]
+    assert "invoice number already belongs to invoice I-1" in reasons[1]
