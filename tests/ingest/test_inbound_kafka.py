@@ -11,11 +11,10 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from arrears_ingest.events.consumer import inbound_router
+from arrears_ingest.events.consumer import InboundConsumer
 from arrears_ingest.events.service import IngestService
-from arrears_ingest.models import inbox, outbox
+from arrears_ingest.models import outbox
 from arrears_shared.db import make_sessionmaker
-from arrears_shared.messaging.consumer import BatchConsumer
 from arrears_shared.messaging.kafka import make_consumer
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.settings import CommonSettings, async_database_url
@@ -56,6 +55,7 @@ async def test_inbound_valid_duplicate_invalid_and_conflict(broker: str, ingest_
         [
             good,
             good,  # redelivered: changes nothing
+            b"{not json",  # undecodable
             invoice(account, "N-2", "I-2", amount=12.5),  # a float: rejected
             invoice(account, "N-1", "I-9"),  # the number belongs to I-1: conflict
         ],
@@ -64,16 +64,19 @@ async def test_inbound_valid_duplicate_invalid_and_conflict(broker: str, ingest_
     engine = create_async_engine(async_database_url(ingest_db))
     sessionmaker = make_sessionmaker(engine)
     box = Outbox(outbox)
-    consumer = BatchConsumer(
+    consumer = InboundConsumer(
         consumer=make_consumer(CommonSettings(kafka_bootstrap_servers=broker), group, [topic], "test"),
         group_id=group,
         sessionmaker=sessionmaker,
-        inbox=inbox,
         outbox=box,
-        router=inbound_router(IngestService(box)),
-        max_retries=0,
+        service=IngestService(box),
     )
     task = asyncio.create_task(consumer.run())
+
+    async def dead(group: str) -> bool:
+        async with sessionmaker() as s:
+            found = await s.execute(select(outbox.c.id).where(outbox.c.topic == DLQ, outbox.c.key == account))
+            return len(found.all()) >= 3
 
     async def rows() -> list[Any]:
         async with sessionmaker() as s:
@@ -81,7 +84,7 @@ async def test_inbound_valid_duplicate_invalid_and_conflict(broker: str, ingest_
 
     try:
         async with asyncio.timeout(60):
-            while len(await rows()) < 3:  # noqa: ASYNC110 - polling the effect is the point
+            while len(await rows()) < 3 or not await dead(group):  # noqa: ASYNC110 - polling the effect is the point
                 await asyncio.sleep(0.1)
     finally:
         consumer.stop()
@@ -91,7 +94,8 @@ async def test_inbound_valid_duplicate_invalid_and_conflict(broker: str, ingest_
     ledger = [orjson.loads(r.payload) for r in out if r.topic == LEDGER]
     dlq = [r for r in out if r.topic == DLQ]
     assert [e["data"]["invoice_id"] for e in ledger] == ["I-1"]
-    assert len(dlq) == 2
-    reasons = sorted(r.headers["dlq.error"] for r in dlq)
-    assert "amount_minor" in reasons[0]
-    assert "invoice number already belongs to invoice I-1" in reasons[1]
+    assert sorted(r.headers["dlq.error.kind"] for r in dlq) == ["conflict", "invalid", "undecodable"]
+    reasons = {r.headers["dlq.error.kind"]: r.headers["dlq.error"] for r in dlq}
+    assert "amount_minor" in reasons["invalid"]
+    assert "invoice number already belongs to invoice I-1" in reasons["conflict"]
+    assert all(r.headers["dlq.consumer.group"] == group for r in dlq)

@@ -9,12 +9,13 @@ from arrears_ingest.auth.service import ApiKeyService
 from arrears_ingest.documents import endpoints as document_endpoints
 from arrears_ingest.documents.service import DocumentService
 from arrears_ingest.events import endpoints as event_endpoints
-from arrears_ingest.events.consumer import inbound_router
+from arrears_ingest.events.consumer import InboundConsumer, InboundLoop
 from arrears_ingest.events.service import IngestService
 from arrears_ingest.models import inbox, outbox
 from arrears_ingest.settings import IngestSettings
 from arrears_shared.events.envelope import CloudEvent
 from arrears_shared.http import BodySizeLimit, install_operational_routes, install_problem_handlers
+from arrears_shared.messaging.kafka import make_consumer
 from arrears_shared.runtime import Runtime
 from arrears_shared.topics import INBOUND
 
@@ -24,7 +25,20 @@ SERVICE = "ingest"
 def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(service=SERVICE, settings=settings, outbox_table=outbox, inbox_table=inbox)
     service = IngestService(runtime.outbox)
-    runtime.add_consumer("arrears-ingest", [INBOUND], inbound_router(service))
+
+    def inbound() -> InboundConsumer:
+        return InboundConsumer(
+            consumer=make_consumer(settings, "arrears-ingest", [INBOUND], client_id="arrears-ingest"),
+            group_id="arrears-ingest",
+            sessionmaker=runtime.sessionmaker,
+            outbox=runtime.outbox,
+            service=service,
+            batch_size=settings.kafka_consumer_batch,
+            after_commit=runtime.relay.wake,
+        )
+
+    loop = InboundLoop(inbound)
+    runtime.add_loop("consumer:arrears-ingest", loop.run, loop.stop)
 
     app = FastAPI(title="Arrears ingest", version="1.0.0", lifespan=runtime.lifespan)
     app.state.settings = settings
