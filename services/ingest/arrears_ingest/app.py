@@ -33,7 +33,7 @@ def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> Fast
             sessionmaker=runtime.sessionmaker,
             outbox=runtime.outbox,
             service=service,
-            batch_size=settings.kafka_consumer_batch,
+            batch_size=settings.inbound_batch,
             after_commit=runtime.relay.wake,
         )
 

@@ -42,3 +42,9 @@ class IngestSettings(CommonSettings):
         validation_alias="ARREARS_INGEST_MAX_IMPORT_ROWS",
         description="Most rows (CSV) or transactions (camt) one file may carry.",
     )
+    inbound_batch: int = Field(
+        default=2000,
+        ge=1,
+        validation_alias="ARREARS_INGEST_INBOUND_BATCH",
+        description="Most ar.inbound.v1 messages judged together in one transaction.",
+    )

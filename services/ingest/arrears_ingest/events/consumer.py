@@ -73,15 +73,17 @@ class InboundConsumer:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_size)
                 if not batches:
                     continue
+                # Every partition's messages of this poll are judged together, in one transaction:
+                # one idempotency insert, one claim of invoice numbers, one outbox insert.
+                msgs_all = [m for msgs in batches.values() for m in msgs]
+                with BATCH_SECONDS.labels(group=self.group_id).time():
+                    ok = await self._apply_batch(msgs_all)
                 offsets: dict[TopicPartition, int] = {}
-                failed = False
+                failed = not ok
                 for tp, msgs in batches.items():
-                    with BATCH_SECONDS.labels(group=self.group_id).time():
-                        ok = await self._apply_batch(tp, msgs)
                     if ok:
                         offsets[tp] = msgs[-1].offset + 1
                     else:
-                        failed = True
                         self.consumer.seek(tp, msgs[0].offset)
                 if offsets:
                     try:
@@ -98,7 +100,7 @@ class InboundConsumer:
         finally:
             await self.consumer.stop()
 
-    async def _apply_batch(self, tp: TopicPartition, msgs: list[ConsumerRecord[bytes, bytes]]) -> bool:
+    async def _apply_batch(self, msgs: list[ConsumerRecord[bytes, bytes]]) -> bool:
         try:
             async with self.sessionmaker() as session, session.begin():
                 await self.apply(session, msgs)
@@ -106,7 +108,7 @@ class InboundConsumer:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("inbound batch failed; will retry", extra={"topic": tp.topic, "partition": tp.partition})
+            log.exception("inbound batch failed; will retry", extra={"group": self.group_id, "messages": len(msgs)})
             return False
 
     async def apply(self, session: AsyncSession, msgs: list[ConsumerRecord[bytes, bytes]]) -> None:
