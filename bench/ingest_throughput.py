@@ -254,14 +254,24 @@ def main() -> None:
                     pass
                 time.sleep(0.2)
             print(f"load before: {os.getloadavg()}, cores: {os.cpu_count()}")
+            proc = psutil.Process(ingest.pid)
+
+            def cpu() -> float:
+                t = proc.cpu_times()
+                return float(t.user + t.system)
+
             with RssSampler(ingest.pid) as rss:
                 asyncio.run(kafka_path(bootstrap, 2000))  # warm-up: consumer group joined, pools open
                 base_k = asyncio.run(broker_baseline(bootstrap, args.events))
+                c0, w0 = cpu(), time.perf_counter()
                 kafka_rate, kafka_got = asyncio.run(kafka_path(bootstrap, args.events))
+                kafka_cpu, kafka_wall = cpu() - c0, time.perf_counter() - w0
                 base_h = asyncio.run(broker_baseline(bootstrap, args.http_events))
+                c0, w0 = cpu(), time.perf_counter()
                 http_rate, http_ledger_rate, http_got = asyncio.run(
                     http_path(bootstrap, ports.ingest, args.http_events, args.concurrency)
                 )
+                http_cpu, http_wall = cpu() - c0, time.perf_counter() - w0
             print(f"load after: {os.getloadavg()}")
             print(f"broker produce-then-consume ({args.events} msgs): {base_k:,.0f} msg/s")
             print(f"kafka path ar.inbound.v1 -> ar.ledger.v1 ({kafka_got} events): {kafka_rate:,.0f} events/s")
@@ -269,6 +279,12 @@ def main() -> None:
             print(
                 f"POST /v1/events, batches of {BATCH}, {args.concurrency} concurrent ({args.http_events} events): "
                 f"{http_rate:,.0f} events/s accepted; {http_ledger_rate:,.0f} events/s to ar.ledger.v1 ({http_got})"
+            )
+            print(
+                f"ingest CPU: kafka path {kafka_cpu:.1f} s over {kafka_wall:.1f} s wall "
+                f"({kafka_cpu / kafka_wall:.0%} of one core, {kafka_cpu / args.events * 1e6:.0f} µs/event); "
+                f"HTTP {http_cpu:.1f} s over {http_wall:.1f} s ({http_cpu / http_wall:.0%}, "
+                f"{http_cpu / args.http_events * 1e6:.0f} µs/event)"
             )
             print(f"ingest peak RSS: {rss.peak / 2**20:,.0f} MB")
         finally:

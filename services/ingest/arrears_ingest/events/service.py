@@ -46,6 +46,7 @@ class _Valid:
     index: int
     event: CloudEvent
     data: BaseModel
+    digest: str
 
 
 def validate_event(raw: Any) -> tuple[CloudEvent, BaseModel] | list[dict[str, str]]:
@@ -65,11 +66,11 @@ def validate_event(raw: Any) -> tuple[CloudEvent, BaseModel] | list[dict[str, st
     except ValidationError as exc:
         return describe_validation_error(exc, ("data",))
     account_id: str = data.account_id  # type: ignore[attr-defined]
-    if event.subject is None:
-        event = event.model_copy(update={"subject": account_id})
-    elif event.subject != account_id:
+    if event.subject is not None and event.subject != account_id:
         return [{"field": "subject", "message": "subject must be the account id (data.account_id)"}]
-    normalized = event.model_copy(update={"data": data.model_dump(mode="json", exclude_none=True)})
+    normalized = event.model_copy(
+        update={"subject": account_id, "data": data.model_dump(mode="json", exclude_none=True)}
+    )
     return normalized, data
 
 
@@ -118,7 +119,7 @@ class IngestService:
                     )
                 continue
             seen[key] = digest
-            valid.append(_Valid(index, event, data))
+            valid.append(_Valid(index, event, data, digest))
 
         fresh = await self.repository.record_received(
             session,
@@ -128,7 +129,7 @@ class IngestService:
                     "event_id": v.event.id,
                     "type": v.event.type,
                     "account_id": v.event.subject,
-                    "digest": _digest(v.event),
+                    "digest": v.digest,
                 }
                 for v in valid
             ],
@@ -137,7 +138,7 @@ class IngestService:
         old = [v for v in valid if (v.event.source, v.event.id) not in fresh]
         recorded = await self.repository.digests(session, [(v.event.source, v.event.id) for v in old])
         for v in old:
-            if recorded.get((v.event.source, v.event.id)) in (None, _digest(v.event)):
+            if recorded.get((v.event.source, v.event.id)) in (None, v.digest):
                 results[v.index] = ItemResult(v.index, v.event.id, "duplicate")
             else:
                 results[v.index] = ItemResult(
