@@ -417,3 +417,10 @@ def test_keys_cli_creates_lists_and_revokes(ingest_db: str, broker: str) -> None
     revoked = run_cli("arrears_ingest.main", "keys", "revoke", lines["key_id"], env=env)
     assert revoked.returncode == 0
     assert "revoked" in run_cli("arrears_ingest.main", "keys", "list", env=env).stdout
+
+
+async def test_openapi_lists_every_ingest_endpoint(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    for path in ("/v1/events", "/v1/invoices/ubl", "/v1/payments/camt", "/v1/imports/csv", "/v1/imports/{import_id}"):
+        assert path in spec["paths"], path
+    assert "application/xml" in spec["paths"]["/v1/invoices/ubl"]["post"]["requestBody"]["content"]
