@@ -271,3 +271,13 @@ def test_csv_row_limit() -> None:
     body = (HEADER + "ACC-1,INV-1,2026-01-10,,EUR,10,,\n" * 3).encode()
     with pytest.raises(CsvRejected):
         map_csv(body, CsvOptions(max_rows=2))
+
+
+def test_ibm_csv_variant_with_missing_values_maps_every_row(shared_data: Path) -> None:
+    body = (shared_data / "ar" / "WA_Fn-UseC_-Accounts-Receivable_with_missing.csv").read_bytes()
+    out = map_csv(body, CsvOptions(currency="USD"))
+    invoices = [o for o in out if isinstance(o, Mapped) and o.type == "ar.invoice.issued"]
+    assert not [o for o in out if isinstance(o, Rejected)]
+    assert len(invoices) == 2586
+    assert invoices[0].data["amount_minor"] == 4707
+    assert invoices[0].data["invoice_number"] == "2195380883"

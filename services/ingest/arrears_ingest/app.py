@@ -37,8 +37,10 @@ def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> Fast
             after_commit=runtime.relay.wake,
         )
 
-    loop = InboundLoop(inbound)
-    runtime.add_loop("consumer:arrears-ingest", loop.run, loop.stop)
+    for n in range(settings.inbound_consumers):
+        loop = InboundLoop(inbound)
+        runtime.add_loop(f"consumer:arrears-ingest:{n}", loop.run, loop.stop)
+    runtime.relay.batch = settings.relay_batch
 
     app = FastAPI(title="Arrears ingest", version="1.0.0", lifespan=runtime.lifespan)
     app.state.settings = settings

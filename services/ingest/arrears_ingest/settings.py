@@ -48,3 +48,16 @@ class IngestSettings(CommonSettings):
         validation_alias="ARREARS_INGEST_INBOUND_BATCH",
         description="Most ar.inbound.v1 messages judged together in one transaction.",
     )
+    inbound_consumers: int = Field(
+        default=2,
+        ge=1,
+        le=12,
+        validation_alias="ARREARS_INGEST_INBOUND_CONSUMERS",
+        description="ar.inbound.v1 consumers in this process (they split the partitions and work in parallel).",
+    )
+    relay_batch: int = Field(
+        default=5000,
+        ge=100,
+        validation_alias="ARREARS_INGEST_RELAY_BATCH",
+        description="Most outbox rows the relay publishes per round trip.",
+    )
