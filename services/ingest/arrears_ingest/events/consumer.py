@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arrears_ingest.events.service import IngestService
@@ -27,6 +28,12 @@ from arrears_shared.metrics import BATCH_SECONDS, CONSUMED, DEAD_LETTERED
 from arrears_shared.topics import DLQ
 
 log = logging.getLogger(__name__)
+
+
+def _is_infrastructure(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))
 
 
 class InboundConsumer:
@@ -107,9 +114,29 @@ class InboundConsumer:
             return True
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("inbound batch failed; will retry", extra={"group": self.group_id, "messages": len(msgs)})
-            return False
+        except Exception as exc:
+            if _is_infrastructure(exc) or len(msgs) == 1:
+                log.exception("inbound batch failed; will retry", extra={"group": self.group_id})
+                return False
+        # Not the database being away: one message the checks did not foresee. Judge each message on
+        # its own, and dead-letter the one that still fails, so it never blocks its partition.
+        log.warning("inbound batch failed; judging its messages one by one", extra={"group": self.group_id})
+        for msg in msgs:
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    await self.apply(session, [msg])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _is_infrastructure(exc):
+                    return False
+                log.exception("inbound message failed; dead-lettering it", extra={"offset": msg.offset})
+                try:
+                    async with self.sessionmaker() as session, session.begin():
+                        await self._dead_letter(session, msg, "failed", type(exc).__name__, "unknown")
+                except Exception:
+                    return False
+        return True
 
     async def apply(self, session: AsyncSession, msgs: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Judge one partition batch inside ``session``'s transaction."""

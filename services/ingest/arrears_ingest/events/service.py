@@ -65,6 +65,13 @@ def validate_event(raw: Any) -> tuple[CloudEvent, BaseModel] | list[dict[str, st
         data = model.model_validate(event.data)
     except ValidationError as exc:
         return describe_validation_error(exc, ("data",))
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail the whole batch's transaction.
+    texts = {"id": event.id, "source": event.source, "type": event.type}
+    if isinstance(data, InvoiceIssued):
+        texts["data.invoice_number"] = data.invoice_number
+    nul = [name for name, value in texts.items() if "\x00" in value]
+    if nul:
+        return [{"field": name, "message": "must not contain NUL characters"} for name in nul]
     account_id: str = data.account_id  # type: ignore[attr-defined]
     if event.subject is not None and event.subject != account_id:
         return [{"field": "subject", "message": "subject must be the account id (data.account_id)"}]
