@@ -424,3 +424,23 @@ async def test_openapi_lists_every_ingest_endpoint(client: httpx.AsyncClient) ->
     for path in ("/v1/events", "/v1/invoices/ubl", "/v1/payments/camt", "/v1/imports/csv", "/v1/imports/{import_id}"):
         assert path in spec["paths"], path
     assert "application/xml" in spec["paths"]["/v1/invoices/ubl"]["post"]["requestBody"]["content"]
+
+
+async def test_account_default_terms_set_the_missing_due_date(client: httpx.AsyncClient) -> None:
+    account = f"{uuid.uuid4().int % 10**12}"
+    assert (await client.get(f"/v1/accounts/0088:{account}/terms")).status_code == 404
+    assert (await client.put(f"/v1/accounts/0088:{account}/terms", json={"days": 400})).status_code == 422
+    put = await client.put(f"/v1/accounts/0088:{account}/terms", json={"days": 14})
+    assert put.json() == {"account_id": f"0088:{account}", "days": 14}
+    no_due = await client.post("/v1/invoices/ubl", content=ubl(account=account, due=None), headers=XML)
+    assert no_due.status_code == 202
+    stated = await client.post(
+        "/v1/invoices/ubl", content=ubl(number="INV-2", account=account, due=None, terms="Net 45"), headers=XML
+    )
+    assert stated.status_code == 202
+    due = {e["data"]["invoice_number"]: e["data"]["due_date"] for e in await ledger(client, f"0088:{account}")}
+    assert due == {"INV-1": "2026-01-24", "INV-2": "2026-02-24"}
+    csv = f"account_id,invoice_number,issue_date,currency,amount\n0088:{account},C-1,2026-03-01,EUR,5.00\n"
+    assert (await client.post("/v1/imports/csv", content=csv.encode(), headers=CSV)).json()["accepted"] == 1
+    rows = await ledger(client, f"0088:{account}")
+    assert [e["data"]["due_date"] for e in rows if e["data"]["invoice_number"] == "C-1"] == ["2026-03-15"]

@@ -63,3 +63,13 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
+
+# An account's default payment terms: the due date of an invoice that states neither a due date
+# nor terms of its own.
+account_terms = Table(
+    "account_terms",
+    metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("days", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

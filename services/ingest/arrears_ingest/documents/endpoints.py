@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from arrears_ingest.auth.dependency import CallerDep
 from arrears_ingest.deps import DocumentServiceDep, RuntimeDep, SettingsDep
@@ -227,3 +227,40 @@ async def get_import(
     if caller.source is not None and found["source"] != caller.source:
         raise Problem(403, "Forbidden", "this import belongs to another source", type="forbidden")
     return found
+
+
+class TermsIn(BaseModel):
+    days: int = Field(ge=0, le=365, description="Days of credit")
+
+
+class TermsOut(BaseModel):
+    account_id: str
+    days: int
+
+
+@router.put("/accounts/{account_id}/terms", response_model=TermsOut, tags=["accounts"])
+async def put_terms(
+    account_id: Identifier, body: TermsIn, caller: CallerDep, runtime: RuntimeDep, service: DocumentServiceDep
+) -> dict[str, Any]:
+    """Set an account's default payment terms: the due date of a UBL or CSV invoice of the account
+    that states neither a due date nor terms of its own is its issue date plus these days."""
+    async with runtime.sessionmaker() as session, session.begin():
+        await service.set_terms(session, account_id, body.days, runtime.clock.now())
+    return {"account_id": account_id, "days": body.days}
+
+
+@router.get(
+    "/accounts/{account_id}/terms",
+    response_model=TermsOut,
+    tags=["accounts"],
+    responses={404: {"description": "No terms set for the account"}},
+)
+async def get_terms(
+    account_id: Identifier, caller: CallerDep, runtime: RuntimeDep, service: DocumentServiceDep
+) -> dict[str, Any]:
+    """An account's default payment terms."""
+    async with runtime.sessionmaker() as session:
+        days = await service.get_terms(session, account_id)
+    if days is None:
+        raise Problem(404, "Not Found", "no default terms set for this account", type="not-found")
+    return {"account_id": account_id, "days": days}

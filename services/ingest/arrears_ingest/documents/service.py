@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arrears_ingest.documents.repository import ImportRepository
+from arrears_ingest.documents.repository import ImportRepository, TermsRepository
 from arrears_ingest.events.repository import EventRepository
 from arrears_ingest.events.service import IngestService
 from arrears_ingest.formats import Ignored, Mapped, Rejected
@@ -54,10 +54,28 @@ class DocumentService:
         ingest: IngestService,
         imports: ImportRepository | None = None,
         events: EventRepository | None = None,
+        terms: TermsRepository | None = None,
     ) -> None:
         self.ingest = ingest
         self.imports = imports or ImportRepository()
         self.events = events or EventRepository()
+        self.terms = terms or TermsRepository()
+
+    async def set_terms(self, session: AsyncSession, account_id: str, days: int, now: datetime) -> None:
+        """An account's default terms: due dates of its invoices that state neither a date nor terms."""
+        await self.terms.put(session, account_id, days, now)
+
+    async def get_terms(self, session: AsyncSession, account_id: str) -> int | None:
+        return (await self.terms.get_many(session, [account_id])).get(account_id)
+
+    async def _apply_account_terms(self, session: AsyncSession, items: list[Mapped | Rejected | Ignored]) -> None:
+        defaulted = [i for i in items if isinstance(i, Mapped) and i.default_due]
+        terms = await self.terms.get_many(session, sorted({str(i.data["account_id"]) for i in defaulted}))
+        for item in defaulted:
+            days = terms.get(str(item.data["account_id"]))
+            if days is not None:
+                issue = date.fromisoformat(str(item.data["issue_date"]))
+                item.data["due_date"] = (issue + timedelta(days=days)).isoformat()
 
     async def ubl(
         self, session: AsyncSession, body: bytes, *, source: str, options: UblOptions, now: datetime
@@ -137,6 +155,7 @@ class DocumentService:
         items: list[Mapped | Rejected | Ignored],
         now: datetime,
     ) -> ImportResult:
+        await self._apply_account_terms(session, items)
         out: list[ImportItem] = []
         events: list[dict[str, Any]] = []
         positions: list[int] = []

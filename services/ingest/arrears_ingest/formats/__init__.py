@@ -23,6 +23,7 @@ class Mapped:
     type: str
     data: dict[str, Any]
     time: str | None = None
+    default_due: bool = False  # the due date came from the default terms: the account's own terms win
 
 
 @dataclass

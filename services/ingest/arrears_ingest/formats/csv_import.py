@@ -168,6 +168,7 @@ def _map_row(row_no: int, row: dict[str, str], options: CsvOptions) -> list[Mapp
     if errors or issue is None or amount is None:
         return [Rejected(row_no, event_id, errors)]
     assert event_id is not None
+    default_due = due is None and terms_days is None
     if due is None:
         due = issue + timedelta(days=terms_days if terms_days is not None else options.default_terms_days)
     data: dict[str, object] = {
@@ -186,7 +187,7 @@ def _map_row(row_no: int, row: dict[str, str], options: CsvOptions) -> list[Mapp
     po = (row.get("purchase_order") or "").strip()
     if po:
         data["purchase_order"] = po
-    out: list[Mapped | Rejected] = [Mapped(row_no, event_id, "ar.invoice.issued", data)]
+    out: list[Mapped | Rejected] = [Mapped(row_no, event_id, "ar.invoice.issued", data, default_due=default_due)]
     if settled is not None and amount > 0:
         out.append(
             Mapped(

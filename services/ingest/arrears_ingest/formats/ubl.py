@@ -182,6 +182,7 @@ def map_ubl(root: Element, options: UblOptions) -> Mapped | Rejected:
     if errors:
         return Rejected(1, event_id, errors)
     note_days = terms_days(" ".join(n.text or "" for n in root.findall("{*}PaymentTerms/{*}Note")))
+    default_due = due is None and note_days is None
     if due is None:
         due = issue + timedelta(days=note_days if note_days is not None else options.default_terms_days)
     data = {
@@ -200,4 +201,4 @@ def map_ubl(root: Element, options: UblOptions) -> Mapped | Rejected:
     order = text(root, "{*}OrderReference/{*}ID")
     if order:
         data["purchase_order"] = order[:128]
-    return Mapped(1, f"ubl:{kind}:{invoice_id}", "ar.invoice.issued", data)
+    return Mapped(1, f"ubl:{kind}:{invoice_id}", "ar.invoice.issued", data, default_due=default_due)

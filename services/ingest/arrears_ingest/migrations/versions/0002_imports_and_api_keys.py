@@ -1,4 +1,4 @@
-"""ingest: import batches and per-source API keys
+"""ingest: import batches, per-source API keys, accounts' default terms
 
 Revision ID: 0002
 Revises: 0001
@@ -41,10 +41,18 @@ def upgrade() -> None:
         sa.Column("revoked_at", sa.DateTime(timezone=True)),
         schema="ingest",
     )
+    op.create_table(
+        "account_terms",
+        sa.Column("account_id", sa.Text, primary_key=True),
+        sa.Column("days", sa.Integer, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        schema="ingest",
+    )
     op.create_index("invoice_numbers_by_number", "invoice_numbers", ["invoice_number"], schema="ingest")
 
 
 def downgrade() -> None:
     op.drop_index("invoice_numbers_by_number", table_name="invoice_numbers", schema="ingest")
+    op.drop_table("account_terms", schema="ingest")
     op.drop_table("api_keys", schema="ingest")
     op.drop_table("imports", schema="ingest")
