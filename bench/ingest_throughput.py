@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import psutil
@@ -172,18 +173,36 @@ async def broker_baseline(bootstrap: str, n: int) -> float:
     return n / elapsed
 
 
-async def kafka_path(bootstrap: str, n: int) -> tuple[float, int]:
+async def accepted_at(database_url: str, run: str, n: int, start: float) -> float:
+    """Seconds from ``start`` until ingest has recorded all ``n`` events of ``run`` (its consumer side)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        while True:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM ingest.received_events WHERE source = 'bench-erp' AND event_id LIKE $1",
+                f"{run}-%",
+            )
+            if count >= n:
+                return time.perf_counter() - start
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def kafka_path(bootstrap: str, n: int, database_url: str | None = None) -> tuple[float, int, float | None]:
     run = uuid.uuid4().hex[:6]
     values = [(e["subject"].encode(), orjson.dumps(e)) for e in events(n, run)]
     watcher, _ = await ledger_watcher(bootstrap)
     try:
         start = time.perf_counter()
+        consumed = asyncio.create_task(accepted_at(database_url, run, n, start)) if database_url else None
         await produce(bootstrap, INBOUND, values)
         got = await count_until(watcher, n, 600, run)
         elapsed = time.perf_counter() - start
+        consumer_side = await consumed if consumed is not None else None
     finally:
         await watcher.stop()
-    return got / elapsed, got
+    return got / elapsed, got, (n / consumer_side if consumer_side else None)
 
 
 async def http_path(bootstrap: str, port: int, n: int, concurrency: int) -> tuple[float, float, int]:
@@ -242,7 +261,8 @@ def main() -> None:
                 admin = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
             name = f"bench_{uuid.uuid4().hex[:6]}"
             create_database(admin, name)
-            env = service_env(with_database(admin, name), ports)
+            db_url = with_database(admin, name)
+            env = service_env(db_url, ports)
             subprocess.run([sys.executable, "-m", "arrears_ingest.main", "migrate"], env=env, check=True)
             ingest = start_service("ingest", env, var / "log")
             wait_for_port(ports.ingest, 60, ingest)
@@ -264,7 +284,7 @@ def main() -> None:
                 asyncio.run(kafka_path(bootstrap, 2000))  # warm-up: consumer group joined, pools open
                 base_k = asyncio.run(broker_baseline(bootstrap, args.events))
                 c0, w0 = cpu(), time.perf_counter()
-                kafka_rate, kafka_got = asyncio.run(kafka_path(bootstrap, args.events))
+                kafka_rate, kafka_got, consumer_rate = asyncio.run(kafka_path(bootstrap, args.events, db_url))
                 kafka_cpu, kafka_wall = cpu() - c0, time.perf_counter() - w0
                 base_h = asyncio.run(broker_baseline(bootstrap, args.http_events))
                 c0, w0 = cpu(), time.perf_counter()
@@ -275,6 +295,8 @@ def main() -> None:
             print(f"load after: {os.getloadavg()}")
             print(f"broker produce-then-consume ({args.events} msgs): {base_k:,.0f} msg/s")
             print(f"kafka path ar.inbound.v1 -> ar.ledger.v1 ({kafka_got} events): {kafka_rate:,.0f} events/s")
+            if consumer_rate:
+                print(f"  of which ar.inbound.v1 -> judged and in the outbox: {consumer_rate:,.0f} events/s")
             print(f"broker produce-then-consume ({args.http_events} msgs): {base_h:,.0f} msg/s")
             print(
                 f"POST /v1/events, batches of {BATCH}, {args.concurrency} concurrent ({args.http_events} events): "
