@@ -241,6 +241,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000, help="events through the Kafka path")
     parser.add_argument("--http-events", type=int, default=50_000, help="events through POST /v1/events")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP requests")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an ingest setting, e.g. ARREARS_INGEST_INBOUND_CONSUMERS=4",
+    )
     args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["ingest_throughput"] else sys.argv[1:])
 
     with tempfile.TemporaryDirectory(prefix="arrears-bench-") as tmp:
@@ -262,7 +269,7 @@ def main() -> None:
             name = f"bench_{uuid.uuid4().hex[:6]}"
             create_database(admin, name)
             db_url = with_database(admin, name)
-            env = service_env(db_url, ports)
+            env = service_env(db_url, ports, dict(kv.split("=", 1) for kv in args.set))
             subprocess.run([sys.executable, "-m", "arrears_ingest.main", "migrate"], env=env, check=True)
             ingest = start_service("ingest", env, var / "log")
             wait_for_port(ports.ingest, 60, ingest)
