@@ -8,7 +8,9 @@ free port. Nothing here mocks Kafka or Postgres.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -71,10 +73,14 @@ class Databases:
 def databases(var_dir: Path) -> Iterator[Databases]:
     given = os.environ.get("DATABASE_URL")
     pg: EmbeddedPostgres | None = None
+    pg_dir: Path | None = None
     if given:
         admin = with_database(given, "postgres")
     else:
-        pg = EmbeddedPostgres(var_dir / "postgres", free_port())
+        # Not under pytest's own temporary root: pytest resets that to mode 0700 whenever a session
+        # starts, which would lock the unprivileged postgres user out of its data directory.
+        pg_dir = Path(tempfile.mkdtemp(prefix="arrears-pg-"))
+        pg = EmbeddedPostgres(pg_dir, free_port())
         pg.start()
         admin = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
     dbs = Databases(admin)
@@ -82,6 +88,8 @@ def databases(var_dir: Path) -> Iterator[Databases]:
     dbs.drop_all()
     if pg is not None:
         pg.stop()
+    if pg_dir is not None:
+        shutil.rmtree(pg_dir, ignore_errors=True)
 
 
 def migrated_database(databases: Databases, broker: str, prefix: str) -> str:

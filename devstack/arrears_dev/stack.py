@@ -246,6 +246,8 @@ def service_env(database_url: str, ports: StackPorts, extra: Mapping[str, str] |
             "ARREARS_DATABASE_URL": database_url,
             "ARREARS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{ports.broker}",
             "ARREARS_INGEST_PORT": str(ports.ingest),
+            # Local development only: ingest requires per-source API keys everywhere else.
+            "ARREARS_INGEST_AUTH_REQUIRED": "false",
             "ARREARS_SCORING_PORT": str(ports.scoring),
             "ARREARS_CASES_PORT": str(ports.case_manager),
             "ARREARS_NOTIFIER_PORT": str(ports.notifier),

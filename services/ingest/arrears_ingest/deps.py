@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from arrears_ingest.documents.service import DocumentService
 from arrears_ingest.events.service import IngestService
 from arrears_ingest.settings import IngestSettings
 from arrears_shared.runtime import Runtime
@@ -21,6 +22,11 @@ def _service(request: Request) -> IngestService:
     return service
 
 
+def _documents(request: Request) -> DocumentService:
+    service: DocumentService = request.app.state.document_service
+    return service
+
+
 def _settings(request: Request) -> IngestSettings:
     settings: IngestSettings = request.app.state.settings
     return settings
@@ -29,3 +35,4 @@ def _settings(request: Request) -> IngestSettings:
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 IngestServiceDep = Annotated[IngestService, Depends(_service)]
 SettingsDep = Annotated[IngestSettings, Depends(_settings)]
+DocumentServiceDep = Annotated[DocumentService, Depends(_documents)]

@@ -1,23 +1,197 @@
-"""Raw ERP CloudEvents published on ar.inbound.v1 get the same checks as POST /v1/events."""
+"""Raw ERP CloudEvents published on ar.inbound.v1 get the same checks as POST /v1/events.
+
+Each partition batch is judged as one batch, in one transaction, exactly like an HTTP batch:
+valid new events go to the ledger outbox, duplicates (same source and id) change nothing, and an
+invalid event or an invoice-number conflict goes to ``collections.dlq.v1`` unchanged, with the
+reason in its headers. The (source, id) table is the idempotency record, so re-delivery after a
+crash changes nothing; offsets are committed only after the transaction commits. If the
+transaction fails (database down), nothing is committed and the batch is read again after a backoff.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arrears_ingest.events.service import IngestService
-from arrears_shared.errors import ConflictError, PermanentError
-from arrears_shared.events.envelope import CloudEvent
-from arrears_shared.messaging.consumer import EventRouter, Route
+from arrears_shared.logs import redact
+from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.metrics import BATCH_SECONDS, CONSUMED, DEAD_LETTERED
+from arrears_shared.topics import DLQ
+
+log = logging.getLogger(__name__)
 
 
-def inbound_router(service: IngestService) -> EventRouter:
-    async def handle(session: AsyncSession, event: CloudEvent, _: object) -> None:
-        result = (await service.accept(session, [event.model_dump(mode="json", exclude_none=True)]))[0]
-        if result.status == "rejected":
-            raise PermanentError("; ".join(f"{e['field']}: {e['message']}" for e in result.errors))
-        if result.status == "conflict":
-            raise ConflictError(result.errors[0]["message"])
+def _is_infrastructure(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))
 
-    router = EventRouter()
-    router.fallback = Route(None, handle)
-    return router
+
+class InboundConsumer:
+    def __init__(
+        self,
+        *,
+        consumer: AIOKafkaConsumer,
+        group_id: str,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        service: IngestService,
+        batch_size: int = 500,
+        after_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.group_id = group_id
+        self.sessionmaker = sessionmaker
+        self.outbox = outbox
+        self.service = service
+        self.batch_size = batch_size
+        self.after_commit = after_commit
+        self._stopping = asyncio.Event()
+        self.started = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self.consumer.start()
+                self.started.set()
+                break
+            except KafkaError:
+                log.warning("kafka not reachable; retrying", extra={"group": self.group_id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+        if not self.started.is_set():
+            return
+        backoff = 0.5
+        try:
+            while not self._stopping.is_set():
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_size)
+                if not batches:
+                    continue
+                # Every partition's messages of this poll are judged together, in one transaction:
+                # one idempotency insert, one claim of invoice numbers, one outbox insert.
+                msgs_all = [m for msgs in batches.values() for m in msgs]
+                with BATCH_SECONDS.labels(group=self.group_id).time():
+                    ok = await self._apply_batch(msgs_all)
+                offsets: dict[TopicPartition, int] = {}
+                failed = not ok
+                for tp, msgs in batches.items():
+                    if ok:
+                        offsets[tp] = msgs[-1].offset + 1
+                    else:
+                        self.consumer.seek(tp, msgs[0].offset)
+                if offsets:
+                    try:
+                        await self.consumer.commit(offsets)
+                    except (CommitFailedError, KafkaError):
+                        log.warning("offset commit failed (rebalance?); the idempotency record absorbs re-delivery")
+                    if self.after_commit:
+                        self.after_commit()
+                if failed:
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10)
+                else:
+                    backoff = 0.5
+        finally:
+            await self.consumer.stop()
+
+    async def _apply_batch(self, msgs: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                await self.apply(session, msgs)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if _is_infrastructure(exc) or len(msgs) == 1:
+                log.exception("inbound batch failed; will retry", extra={"group": self.group_id})
+                return False
+        # Not the database being away: one message the checks did not foresee. Judge each message on
+        # its own, and dead-letter the one that still fails, so it never blocks its partition.
+        log.warning("inbound batch failed; judging its messages one by one", extra={"group": self.group_id})
+        for msg in msgs:
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    await self.apply(session, [msg])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if _is_infrastructure(exc):
+                    return False
+                log.exception("inbound message failed; dead-lettering it", extra={"offset": msg.offset})
+                try:
+                    async with self.sessionmaker() as session, session.begin():
+                        await self._dead_letter(session, msg, "failed", type(exc).__name__, "unknown")
+                except Exception:
+                    return False
+        return True
+
+    async def apply(self, session: AsyncSession, msgs: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Judge one partition batch inside ``session``'s transaction."""
+        items: list[Any] = []
+        positions: list[ConsumerRecord[bytes, bytes]] = []
+        for msg in msgs:
+            try:
+                items.append(orjson.loads(msg.value or b""))
+                positions.append(msg)
+            except orjson.JSONDecodeError:
+                await self._dead_letter(session, msg, "undecodable", "the message is not JSON", "unknown")
+        results = await self.service.accept(session, items)
+        for msg, raw, result in zip(positions, items, results, strict=True):
+            event_type = str(raw.get("type", "unknown"))[:100] if isinstance(raw, dict) else "unknown"
+            if result.status in ("accepted", "duplicate"):
+                outcome = "applied" if result.status == "accepted" else "duplicate"
+                CONSUMED.labels(topic=msg.topic, type=event_type, outcome=outcome).inc()
+                continue
+            kind = "invalid" if result.status == "rejected" else "conflict"
+            reason = "; ".join(f"{e['field']}: {e['message']}" for e in result.errors)
+            await self._dead_letter(session, msg, kind, reason, event_type)
+
+    async def _dead_letter(
+        self, session: AsyncSession, msg: ConsumerRecord[bytes, bytes], kind: str, reason: str, event_type: str
+    ) -> None:
+        reason = redact(reason)[:1000]
+        headers = {
+            "dlq.original.topic": msg.topic,
+            "dlq.original.partition": str(msg.partition),
+            "dlq.original.offset": str(msg.offset),
+            "dlq.consumer.group": self.group_id,
+            "dlq.error.kind": kind,
+            "dlq.error": reason,
+        }
+        key = msg.key.decode(errors="replace") if msg.key is not None else None
+        await self.outbox.add_raw(session, DLQ, msg.value or b"", key=key, headers=headers)
+        DEAD_LETTERED.labels(topic=msg.topic, kind=kind).inc()
+        CONSUMED.labels(topic=msg.topic, type=event_type, outcome="dead_lettered").inc()
+        log.warning("dead-lettered", extra={"topic": msg.topic, "offset": msg.offset, "kind": kind, "reason": reason})
+
+
+class InboundLoop:
+    """The consumer as one of the runtime's background loops (aiokafka is built inside the loop)."""
+
+    def __init__(self, make: Callable[[], InboundConsumer]) -> None:
+        self._make = make
+        self.consumer: InboundConsumer | None = None
+        self._stopped = False
+
+    async def run(self) -> None:
+        self.consumer = self._make()
+        if not self._stopped:
+            await self.consumer.run()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self.consumer is not None:
+            self.consumer.stop()

@@ -6,9 +6,10 @@ from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from arrears_ingest.auth.dependency import CallerDep
 from arrears_ingest.deps import IngestServiceDep, RuntimeDep, SettingsDep
 from arrears_ingest.events.service import ItemResult
 from arrears_shared.http import Problem, problem_response
@@ -24,7 +25,7 @@ class FieldError(BaseModel):
 class ItemOut(BaseModel):
     index: int
     id: str | None
-    status: Literal["accepted", "duplicate", "conflict", "rejected"]
+    status: Literal["accepted", "duplicate", "conflict", "rejected", "forbidden"]
     errors: list[FieldError] = []
 
 
@@ -33,6 +34,7 @@ class BatchOut(BaseModel):
     duplicates: int
     conflicts: int
     rejected: int
+    forbidden: int = 0
     items: list[ItemOut]
 
 
@@ -67,14 +69,16 @@ async def read_json(request: Request) -> Any:
     responses={
         202: {"model": SingleOut, "description": "A single event accepted"},
         200: {"model": BatchOut, "description": "A batch: the outcome of every item (or a single duplicate)"},
+        401: {"description": "Missing or invalid API key or signature (problem body)"},
+        403: {"description": "A single event of a source this API key may not send (problem body)"},
         409: {"description": "Invoice number already used by another invoice of the account (problem body)"},
         422: {"description": "A single invalid event (problem body naming the fields)"},
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _EVENT_SCHEMA}}}},
 )
 async def post_events(
-    request: Request, runtime: RuntimeDep, service: IngestServiceDep, settings: SettingsDep
-) -> JSONResponse:
+    request: Request, caller: CallerDep, runtime: RuntimeDep, service: IngestServiceDep, settings: SettingsDep
+) -> Response:
     """Accept one CloudEvent (an object) or a batch (an array). Re-sending an event id is harmless."""
     body = await read_json(request)
     single = isinstance(body, dict)
@@ -88,11 +92,11 @@ async def post_events(
     if not items:
         raise Problem(422, "Unprocessable Content", "the batch is empty", type="validation")
     async with runtime.sessionmaker() as session, session.begin():
-        results = await service.accept(session, items)
+        results = await service.accept(session, items, allowed_source=caller.source)
     runtime.relay.wake()
     if single:
         return _single(results[0], request.url.path)
-    return JSONResponse(_batch(results).model_dump(mode="json"), status_code=200)
+    return Response(orjson.dumps(_batch(results)), status_code=200, media_type="application/json")
 
 
 def _single(result: ItemResult, path: str) -> JSONResponse:
@@ -106,12 +110,16 @@ def _single(result: ItemResult, path: str) -> JSONResponse:
             instance=path,
             errors=result.errors,
         )
+    if result.status == "forbidden":
+        return problem_response(
+            403, "Forbidden", result.errors[0]["message"], type="forbidden", instance=path, errors=result.errors
+        )
     if result.status == "conflict":
         return problem_response(
             409,
             "Conflict",
             result.errors[0]["message"],
-            type="invoice-number-conflict",
+            type="id-conflict" if result.errors[0]["field"] == "id" else "invoice-number-conflict",
             instance=path,
             errors=result.errors,
         )
@@ -121,15 +129,16 @@ def _single(result: ItemResult, path: str) -> JSONResponse:
     )
 
 
-def _batch(results: list[ItemResult]) -> BatchOut:
-    count = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate", "conflict", "rejected")}
-    return BatchOut(
-        accepted=count["accepted"],
-        duplicates=count["duplicate"],
-        conflicts=count["conflict"],
-        rejected=count["rejected"],
-        items=[
-            ItemOut(index=r.index, id=r.id, status=r.status, errors=[FieldError(**e) for e in r.errors])
-            for r in results
-        ],
-    )
+def _batch(results: list[ItemResult]) -> dict[str, Any]:
+    """The batch answer (shaped as :class:`BatchOut`), built as plain data: it is on the hot path."""
+    count = dict.fromkeys(("accepted", "duplicate", "conflict", "rejected", "forbidden"), 0)
+    for r in results:
+        count[r.status] += 1
+    return {
+        "accepted": count["accepted"],
+        "duplicates": count["duplicate"],
+        "conflicts": count["conflict"],
+        "rejected": count["rejected"],
+        "forbidden": count["forbidden"],
+        "items": [{"index": r.index, "id": r.id, "status": r.status, "errors": r.errors} for r in results],
+    }

@@ -2,8 +2,9 @@
 
 Every item is judged on its own: one bad item never rejects the others. An item is
 - ``accepted``: valid and new; it is written to the outbox for ``ar.ledger.v1``;
-- ``duplicate``: its (source, id) was accepted before; nothing changes;
-- ``conflict``: an invoice number of the account already belongs to another invoice;
+- ``duplicate``: its (source, id) was accepted before with the same data; nothing changes;
+- ``conflict``: its (source, id) was accepted before with different data, or an invoice number
+  of the account already belongs to another invoice; nothing changes;
 - ``rejected``: invalid, with the fields and reasons (never the values).
 """
 
@@ -24,7 +25,12 @@ from arrears_shared.events.v1 import LEDGER_MODELS, InvoiceIssued
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.topics import LEDGER
 
-Status = Literal["accepted", "duplicate", "conflict", "rejected"]
+Status = Literal["accepted", "duplicate", "conflict", "rejected", "forbidden"]
+
+
+def source_allowed(source: str, allowed: str) -> bool:
+    """An API key for ``allowed`` may send events whose source is it or below it (``allowed/...``)."""
+    return source == allowed or source.startswith(allowed.rstrip("/") + "/")
 
 
 @dataclass
@@ -40,6 +46,7 @@ class _Valid:
     index: int
     event: CloudEvent
     data: BaseModel
+    digest: str
 
 
 def validate_event(raw: Any) -> tuple[CloudEvent, BaseModel] | list[dict[str, str]]:
@@ -58,12 +65,19 @@ def validate_event(raw: Any) -> tuple[CloudEvent, BaseModel] | list[dict[str, st
         data = model.model_validate(event.data)
     except ValidationError as exc:
         return describe_validation_error(exc, ("data",))
+    # PostgreSQL text cannot hold NUL: refuse it here rather than fail the whole batch's transaction.
+    texts = {"id": event.id, "source": event.source, "type": event.type}
+    if isinstance(data, InvoiceIssued):
+        texts["data.invoice_number"] = data.invoice_number
+    nul = [name for name, value in texts.items() if "\x00" in value]
+    if nul:
+        return [{"field": name, "message": "must not contain NUL characters"} for name in nul]
     account_id: str = data.account_id  # type: ignore[attr-defined]
-    if event.subject is None:
-        event = event.model_copy(update={"subject": account_id})
-    elif event.subject != account_id:
+    if event.subject is not None and event.subject != account_id:
         return [{"field": "subject", "message": "subject must be the account id (data.account_id)"}]
-    normalized = event.model_copy(update={"data": data.model_dump(mode="json", exclude_none=True)})
+    normalized = event.model_copy(
+        update={"subject": account_id, "data": data.model_dump(mode="json", exclude_none=True)}
+    )
     return normalized, data
 
 
@@ -76,10 +90,13 @@ class IngestService:
         self.outbox = outbox
         self.repository = repository or EventRepository()
 
-    async def accept(self, session: AsyncSession, items: list[Any]) -> list[ItemResult]:
+    async def accept(
+        self, session: AsyncSession, items: list[Any], *, allowed_source: str | None = None
+    ) -> list[ItemResult]:
+        """Judge every item; ``allowed_source`` (an API key's source) limits the sources it may use."""
         results: list[ItemResult | None] = [None] * len(items)
         valid: list[_Valid] = []
-        seen: set[tuple[str, str]] = set()
+        seen: dict[tuple[str, str], str] = {}
         for index, raw in enumerate(items):
             outcome = validate_event(raw)
             raw_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
@@ -87,12 +104,29 @@ class IngestService:
                 results[index] = ItemResult(index, raw_id, "rejected", outcome)
                 continue
             event, data = outcome
-            key = (event.source, event.id)
-            if key in seen:
-                results[index] = ItemResult(index, event.id, "duplicate")
+            if allowed_source is not None and not source_allowed(event.source, allowed_source):
+                results[index] = ItemResult(
+                    index,
+                    event.id,
+                    "forbidden",
+                    [{"field": "source", "message": f"this API key may only send events of source {allowed_source}"}],
+                )
                 continue
-            seen.add(key)
-            valid.append(_Valid(index, event, data))
+            key = (event.source, event.id)
+            digest = _digest(event)
+            if key in seen:
+                if seen[key] == digest:
+                    results[index] = ItemResult(index, event.id, "duplicate")
+                else:
+                    results[index] = ItemResult(
+                        index,
+                        event.id,
+                        "conflict",
+                        [{"field": "id", "message": "this source and id come twice in the batch with different data"}],
+                    )
+                continue
+            seen[key] = digest
+            valid.append(_Valid(index, event, data, digest))
 
         fresh = await self.repository.record_received(
             session,
@@ -102,15 +136,24 @@ class IngestService:
                     "event_id": v.event.id,
                     "type": v.event.type,
                     "account_id": v.event.subject,
-                    "digest": _digest(v.event),
+                    "digest": v.digest,
                 }
                 for v in valid
             ],
         )
         new = [v for v in valid if (v.event.source, v.event.id) in fresh]
-        for v in valid:
-            if (v.event.source, v.event.id) not in fresh:
+        old = [v for v in valid if (v.event.source, v.event.id) not in fresh]
+        recorded = await self.repository.digests(session, [(v.event.source, v.event.id) for v in old])
+        for v in old:
+            if recorded.get((v.event.source, v.event.id)) in (None, v.digest):
                 results[v.index] = ItemResult(v.index, v.event.id, "duplicate")
+            else:
+                results[v.index] = ItemResult(
+                    v.index,
+                    v.event.id,
+                    "conflict",
+                    [{"field": "id", "message": "this source and id were accepted before with different data"}],
+                )
 
         claims = [
             (v.data.account_id, v.data.invoice_number, v.data.invoice_id)

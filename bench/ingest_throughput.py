@@ -1,0 +1,328 @@
+"""Ingest throughput and memory: the Kafka path (ar.inbound.v1 → ar.ledger.v1) and POST /v1/events in
+batches of 500, each beside the broker's own produce-then-consume rate measured in the same run, with
+ingest's peak RSS sampled throughout.
+
+Runs its own broker (Tansu), PostgreSQL (``$DATABASE_URL`` or embedded) and one ingest process on
+free ports: ``python -m bench.ingest_throughput [--events N] [--http-events N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import psutil
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from arrears_dev.stack import (
+    EmbeddedPostgres,
+    StackPorts,
+    create_database,
+    create_topics,
+    free_port,
+    service_env,
+    start_broker,
+    start_service,
+    stop_process,
+    wait_for_port,
+    with_database,
+)
+from arrears_shared.topics import INBOUND, LEDGER
+
+BATCH = 500
+
+
+def events(n: int, run: str) -> list[dict[str, Any]]:
+    """Half invoices (each claims its number), half payments, over 1,000 accounts."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        account = f"B-{i % 1000}"
+        if i % 2 == 0:
+            data: dict[str, Any] = {
+                "invoice_id": f"{run}-I-{i}",
+                "invoice_number": f"{run}-{i}",
+                "account_id": account,
+                "issue_date": "2026-03-01",
+                "due_date": "2026-03-31",
+                "currency": "EUR",
+                "amount_minor": 10000 + i,
+            }
+            type_ = "ar.invoice.issued"
+        else:
+            data = {
+                "payment_id": f"{run}-P-{i}",
+                "account_id": account,
+                "currency": "EUR",
+                "amount_minor": 5000,
+                "received_at": "2026-03-02T10:00:00Z",
+                "reference": f"{run}-{i - 1}",
+            }
+            type_ = "ar.payment.received"
+        out.append(
+            {
+                "specversion": "1.0",
+                "id": f"{run}-{i}",
+                "source": "bench-erp",
+                "type": type_,
+                "time": "2026-03-02T10:00:00Z",
+                "subject": account,
+                "data": data,
+            }
+        )
+    return out
+
+
+class RssSampler:
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.05)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5, max_batch_size=256 * 1024, acks="all"
+    )
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def ledger_watcher(bootstrap: str) -> tuple[AIOKafkaConsumer, dict[TopicPartition, int]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    parts = [TopicPartition(LEDGER, p) for p in (consumer.partitions_for_topic(LEDGER) or set())]
+    if not parts:
+        await consumer.stop()
+        raise RuntimeError("ar.ledger.v1 has no partitions")
+    consumer.assign(parts)
+    ends = await consumer.end_offsets(parts)
+    for tp, off in ends.items():
+        consumer.seek(tp, off)
+    return consumer, ends
+
+
+async def count_until(consumer: AIOKafkaConsumer, n: int, timeout: float, run: str) -> int:
+    """Count messages of this run (their ids start with ``run``) until ``n`` arrived."""
+    marker = f'"id":"{run}-'.encode()
+    seen = 0
+    deadline = time.perf_counter() + timeout
+    while seen < n and time.perf_counter() < deadline:
+        batches = await consumer.getmany(timeout_ms=200, max_records=10000)
+        seen += sum(1 for msgs in batches.values() for m in msgs if m.value is not None and marker in m.value)
+    return seen
+
+
+async def broker_baseline(bootstrap: str, n: int) -> float:
+    """The broker's own rate: produce n messages of the same size, then consume them all."""
+    topic = f"bench.baseline.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 12, 1)])
+    finally:
+        await admin.close()
+    run = uuid.uuid4().hex[:6]
+    values = [(e["subject"].encode(), orjson.dumps(e)) for e in events(n, run)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+    await consumer.start()
+    parts = [TopicPartition(topic, p) for p in range(12)]
+    consumer.assign(parts)
+    await consumer.seek_to_beginning(*parts)
+    start = time.perf_counter()
+    await produce(bootstrap, topic, values)
+    try:
+        got = await count_until(consumer, n, 120, run)
+    finally:
+        await consumer.stop()
+    elapsed = time.perf_counter() - start
+    assert got >= n, f"baseline consumed {got} of {n}"
+    return n / elapsed
+
+
+async def accepted_at(database_url: str, run: str, n: int, start: float) -> float:
+    """Seconds from ``start`` until ingest has recorded all ``n`` events of ``run`` (its consumer side)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        while True:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM ingest.received_events WHERE source = 'bench-erp' AND event_id LIKE $1",
+                f"{run}-%",
+            )
+            if count >= n:
+                return time.perf_counter() - start
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def kafka_path(bootstrap: str, n: int, database_url: str | None = None) -> tuple[float, int, float | None]:
+    run = uuid.uuid4().hex[:6]
+    values = [(e["subject"].encode(), orjson.dumps(e)) for e in events(n, run)]
+    watcher, _ = await ledger_watcher(bootstrap)
+    try:
+        start = time.perf_counter()
+        consumed = asyncio.create_task(accepted_at(database_url, run, n, start)) if database_url else None
+        await produce(bootstrap, INBOUND, values)
+        got = await count_until(watcher, n, 600, run)
+        elapsed = time.perf_counter() - start
+        consumer_side = await consumed if consumed is not None else None
+    finally:
+        await watcher.stop()
+    return got / elapsed, got, (n / consumer_side if consumer_side else None)
+
+
+async def http_path(bootstrap: str, port: int, n: int, concurrency: int) -> tuple[float, float, int]:
+    run = uuid.uuid4().hex[:6]
+    items = events(n, run)
+    bodies = [orjson.dumps(items[i : i + BATCH]) for i in range(0, n, BATCH)]
+    watcher, _ = await ledger_watcher(bootstrap)
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    accepted = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal accepted
+        while not queue.empty():
+            body = queue.get_nowait()
+            r = await client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+            r.raise_for_status()
+            accepted += r.json()["accepted"]
+
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            start = time.perf_counter()
+            await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+            http_elapsed = time.perf_counter() - start
+            got = await count_until(watcher, n, 600, run)
+            ledger_elapsed = time.perf_counter() - start
+    finally:
+        await watcher.stop()
+    assert accepted == n, f"accepted {accepted} of {n}"
+    return n / http_elapsed, got / ledger_elapsed, got
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=100_000, help="events through the Kafka path")
+    parser.add_argument("--http-events", type=int, default=50_000, help="events through POST /v1/events")
+    parser.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP requests")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an ingest setting, e.g. ARREARS_INGEST_INBOUND_CONSUMERS=4",
+    )
+    args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["ingest_throughput"] else sys.argv[1:])
+
+    with tempfile.TemporaryDirectory(prefix="arrears-bench-") as tmp:
+        var = Path(tmp)
+        ports = StackPorts(broker=free_port(), ingest=free_port())
+        broker = start_broker(ports.broker, var / "broker.log")
+        pg: EmbeddedPostgres | None = None
+        ingest: subprocess.Popen[bytes] | None = None
+        try:
+            bootstrap = f"127.0.0.1:{ports.broker}"
+            create_topics(bootstrap)
+            given = os.environ.get("DATABASE_URL")
+            if given:
+                admin = with_database(given, "postgres")
+            else:
+                pg = EmbeddedPostgres(var / "pg", free_port())
+                pg.start()
+                admin = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+            name = f"bench_{uuid.uuid4().hex[:6]}"
+            create_database(admin, name)
+            db_url = with_database(admin, name)
+            env = service_env(db_url, ports, dict(kv.split("=", 1) for kv in args.set))
+            subprocess.run([sys.executable, "-m", "arrears_ingest.main", "migrate"], env=env, check=True)
+            ingest = start_service("ingest", env, var / "log")
+            wait_for_port(ports.ingest, 60, ingest)
+            for _ in range(300):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{ports.ingest}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            print(f"load before: {os.getloadavg()}, cores: {os.cpu_count()}")
+            proc = psutil.Process(ingest.pid)
+
+            def cpu() -> float:
+                t = proc.cpu_times()
+                return float(t.user + t.system)
+
+            with RssSampler(ingest.pid) as rss:
+                asyncio.run(kafka_path(bootstrap, 2000))  # warm-up: consumer group joined, pools open
+                base_k = asyncio.run(broker_baseline(bootstrap, args.events))
+                c0, w0 = cpu(), time.perf_counter()
+                kafka_rate, kafka_got, consumer_rate = asyncio.run(kafka_path(bootstrap, args.events, db_url))
+                kafka_cpu, kafka_wall = cpu() - c0, time.perf_counter() - w0
+                base_h = asyncio.run(broker_baseline(bootstrap, args.http_events))
+                c0, w0 = cpu(), time.perf_counter()
+                http_rate, http_ledger_rate, http_got = asyncio.run(
+                    http_path(bootstrap, ports.ingest, args.http_events, args.concurrency)
+                )
+                http_cpu, http_wall = cpu() - c0, time.perf_counter() - w0
+            print(f"load after: {os.getloadavg()}")
+            print(f"broker produce-then-consume ({args.events} msgs): {base_k:,.0f} msg/s")
+            print(f"kafka path ar.inbound.v1 -> ar.ledger.v1 ({kafka_got} events): {kafka_rate:,.0f} events/s")
+            if consumer_rate:
+                print(f"  of which ar.inbound.v1 -> judged and in the outbox: {consumer_rate:,.0f} events/s")
+            print(f"broker produce-then-consume ({args.http_events} msgs): {base_h:,.0f} msg/s")
+            print(
+                f"POST /v1/events, batches of {BATCH}, {args.concurrency} concurrent ({args.http_events} events): "
+                f"{http_rate:,.0f} events/s accepted; {http_ledger_rate:,.0f} events/s to ar.ledger.v1 ({http_got})"
+            )
+            print(
+                f"ingest CPU: kafka path {kafka_cpu:.1f} s over {kafka_wall:.1f} s wall "
+                f"({kafka_cpu / kafka_wall:.0%} of one core, {kafka_cpu / args.events * 1e6:.0f} µs/event); "
+                f"HTTP {http_cpu:.1f} s over {http_wall:.1f} s ({http_cpu / http_wall:.0%}, "
+                f"{http_cpu / args.http_events * 1e6:.0f} µs/event)"
+            )
+            print(f"ingest peak RSS: {rss.peak / 2**20:,.0f} MB")
+        finally:
+            if ingest is not None:
+                stop_process(ingest)
+            stop_process(broker)
+            if pg is not None:
+                pg.stop()
+
+
+if __name__ == "__main__":
+    main()

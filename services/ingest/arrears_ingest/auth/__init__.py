@@ -1,0 +1,1 @@
+"""Per-source API keys (hashed at rest) and optional HMAC-SHA256 request signatures."""
