@@ -80,7 +80,9 @@ class CaseActions:
         handler, status = self.handlers[action]
         payload = {"target": target, "body": body.model_dump(mode="json")}
         fingerprint = hashlib.sha256(f"{action}\n{case_id}\n{payload}".encode()).hexdigest()
-        async with session.begin():
+        # A fresh session (the API) commits here; one already in a transaction (a caller's unit of
+        # work, or a test's) gets a savepoint, so a refused command leaves nothing behind either way.
+        async with session.begin_nested() if session.in_transaction() else session.begin():
             if idempotency_key is not None:
                 stored = await self.repo.lock_idempotency(session, principal.key_id, idempotency_key)
                 if stored is not None:

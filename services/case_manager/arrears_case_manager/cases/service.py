@@ -479,7 +479,8 @@ class CaseService:
         for inv in account.open_invoices:
             if inv.disputed:
                 continue
-            for fee in fees_for(inv.open_minor, inv.days_past_due, inv.terms):
+            days_past_due = max((now.date() - inv.due_date).days, 0)  # as of now, not the last re-age
+            for fee in fees_for(inv.open_minor, days_past_due, inv.terms):
                 assessed = True
                 await self.repo.add_timeline(
                     session,
