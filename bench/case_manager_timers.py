@@ -137,7 +137,10 @@ def run_replicas(url: str, replicas: int = 2) -> tuple[list[int], list[float], f
         out, _ = proc.communicate(timeout=1800)
         if proc.returncode != 0:
             raise RuntimeError(f"sweeper exited with {proc.returncode}")
-        fields = dict(part.split("=", 1) for part in out.split() if "=" in part)
+        fields: dict[str, str] = {}
+        for part in out.split():
+            name, _, value = part.partition("=")
+            fields[name] = value
         fired.append(int(fields["fired"]))
         rss.append(float(fields["max_rss_mb"]))
     return fired, rss, time.perf_counter() - start

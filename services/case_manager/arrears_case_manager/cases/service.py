@@ -170,17 +170,13 @@ class CaseService:
             else:
                 wakes.append(case.paused_until)
         if status in ESCALATING:
-            fresh = await self.repo.get_case(session, case.case_id)
-            assert fresh is not None
-            if level is not None and ladder.index(level.name) > ladder.index(fresh.stage):
-                await self._enter(session, case.case_id, fresh.stage, level, account, now)
+            if level is not None and ladder.index(level.name) > ladder.index(case.stage):
+                status = await self._enter(session, case.case_id, case.stage, level, account, now)
             nxt = ladder.next_after(level)
             if nxt is not None:
                 wakes.append(_midnight(account.oldest_due_date + timedelta(nxt.day)))
         wake = min(wakes) if wakes else None
-        final = await self.repo.get_case(session, case.case_id)
-        assert final is not None
-        if final.status in ("escalated_external",) or final.status in CLOSED:
+        if status == "escalated_external" or status in CLOSED:
             wake = None
         await self.repo.set_wake(session, account_id, wake)
         await self.repo.update_case(session, case.case_id, next_action_at=wake, **_worklist(account))
@@ -411,7 +407,9 @@ class CaseService:
         level: Level,
         account: AccountUpdated,
         now: datetime,
-    ) -> None:
+    ) -> str:
+        """Enter ``level``: fire its channels and actions once. Returns the case's status after it."""
+        status = "open"
         await self.repo.update_case(session, case_id, stage=level.name)
         await self.repo.add_timeline(
             session, case_id, now, "stage_changed", SYSTEM, {"from": previous, "to": level.name}
@@ -434,7 +432,7 @@ class CaseService:
                 SYSTEM,
                 {"level": level.name, "reason": "below the level's minimum amount"},
             )
-            return
+            return status
         for channel in level.channels:
             if channel in ("email", "sms"):
                 await self._request(session, case_id, level, channel, account, now)
@@ -451,7 +449,8 @@ class CaseService:
             elif action == "late_fee":
                 await self._assess_fees(session, case_id, level, account, now)
             elif action == "external_handoff":
-                await self.repo.update_case(session, case_id, status=transition("open", "escalate"))
+                status = transition("open", "escalate")
+                await self.repo.update_case(session, case_id, status=status)
                 await self.repo.add_timeline(session, case_id, now, "handed_off", SYSTEM, {"level": level.name})
                 await self._emit(
                     session,
@@ -463,6 +462,7 @@ class CaseService:
                 )
             else:
                 await self.repo.add_timeline(session, case_id, now, action, SYSTEM, {"level": level.name})
+        return status
 
     async def _place_hold(self, session: AsyncSession, case_id: str, account_id: str, now: datetime) -> None:
         case = await self.repo.get_case(session, case_id)
