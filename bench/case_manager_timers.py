@@ -201,7 +201,7 @@ async def worklist_p99(url: str, n_cases: int, queries: int = 400) -> dict[str, 
         sessionmaker = make_sessionmaker(engine)
         rng = random.Random(7)
         timings: list[float] = []
-        filters = [
+        filters: list[dict[str, Any]] = [
             {},
             {"statuses": ["open"]},
             {"tier": "critical"},
