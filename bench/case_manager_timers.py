@@ -270,7 +270,7 @@ def main() -> None:
     try:
         upgrade(
             Path(__file__).resolve().parents[1] / "services/case_manager/arrears_case_manager/migrations",
-            url,
+            async_database_url(url),
             "case_manager",
         )
         print(f"load: {os.getloadavg()}")
