@@ -293,3 +293,32 @@ async def test_pause_until_resumes_by_itself_and_write_off_closes(session: Async
     assert "pause" in k
     assert "resumed" in k
     assert "write_off" in k
+
+
+async def test_paying_the_oldest_invoice_steps_back_and_never_charges_a_fee_twice(session: AsyncSession) -> None:
+    acc = _id()
+    second_due = DUE + timedelta(days=10)
+    clock = FixedClock(noon(DUE + timedelta(days=14)))
+    service = make_service(clock)
+    terms = {"code": "X", "late_fee_percent": "1"}
+    invoices = [("I1", DUE, 100_000), ("I2", second_due, 40_000)]
+    await apply(service, session, account_state(acc, today=DUE + timedelta(days=14), invoices=invoices, terms=terms))
+    assert (await _case(service, session, acc))["stage"] == "overdue_14"
+    # I1 is paid: the oldest open invoice is now I2 (4 days overdue): back to overdue_1.
+    await apply(
+        service,
+        session,
+        account_state(acc, today=clock.now().date(), invoices=[("I2", second_due, 40_000)], terms=terms),
+    )
+    case = await _case(service, session, acc)
+    assert (case["status"], case["stage"]) == ("open", "overdue_1")
+    # I2 reaches day 14 itself: overdue_14 fires again for it, but I2's fee (charged already) is not.
+    await _sweep_to(service, session, clock, second_due + timedelta(days=14))
+    assert (await _case(service, session, acc))["stage"] == "overdue_14"
+    events = await outbox_events(session, acc)
+    fees = [
+        (e["data"]["invoice_ids"], e["data"]["amount_minor"]) for e in events if e["type"].endswith("late_fee.assessed")
+    ]
+    assert fees == [(["I1"], 1_000), (["I2"], 400)]
+    firm = [e["data"]["notification_id"] for e in events if e["data"].get("template") == "overdue_firm"]
+    assert len(firm) == len(set(firm)) == 2  # one per debt that reached the level

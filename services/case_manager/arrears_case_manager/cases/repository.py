@@ -131,6 +131,14 @@ class CaseRepository:
             stmt = stmt.order_by(cases.c.opened_at, cases.c.case_id)
         return list(await session.execute(stmt.limit(limit)))
 
+    async def fees_assessed(self, session: AsyncSession, case_id: str) -> set[tuple[str, str]]:
+        rows = await session.execute(
+            select(timeline.c.data["invoice_id"].astext, timeline.c.data["kind"].astext).where(
+                timeline.c.case_id == case_id, timeline.c.kind == "late_fee_assessed"
+            )
+        )
+        return {(str(i), str(k)) for i, k in rows}
+
     # ------------------------------------------------------------------ promises, plans, disputes
 
     async def add_promise(self, session: AsyncSession, values: dict[str, Any]) -> None:

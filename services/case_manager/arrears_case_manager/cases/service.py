@@ -172,6 +172,8 @@ class CaseService:
         if status in ESCALATING:
             if level is not None and ladder.index(level.name) > ladder.index(case.stage):
                 status = await self._enter(session, case.case_id, case.stage, level, account, now)
+            elif level is not None and ladder.index(level.name) < ladder.index(case.stage):
+                await self._step_back(session, case.case_id, case.stage, level, account, now)
             nxt = ladder.next_after(level)
             if nxt is not None:
                 wakes.append(_midnight(account.oldest_due_date + timedelta(nxt.day)))
@@ -464,6 +466,31 @@ class CaseService:
                 await self.repo.add_timeline(session, case_id, now, action, SYSTEM, {"level": level.name})
         return status
 
+    async def _step_back(
+        self, session: AsyncSession, case_id: str, previous: str, level: Level, account: AccountUpdated, now: datetime
+    ) -> None:
+        """A payment cleared the oldest debt: the case's stage follows the (younger) oldest open invoice.
+        Nothing fires on the way down; the later levels fire again as the remaining debt ages."""
+        await self.repo.update_case(session, case_id, stage=level.name)
+        await self.repo.add_timeline(
+            session,
+            case_id,
+            now,
+            "stage_changed",
+            SYSTEM,
+            {"from": previous, "to": level.name, "reason": "a payment left a younger oldest open invoice"},
+        )
+        await self._emit(
+            session,
+            "collections.case.stage_changed",
+            case_id,
+            account.account_id,
+            now,
+            stage=level.name,
+            previous_stage=previous,
+            reason="payment",
+        )
+
     async def _place_hold(self, session: AsyncSession, case_id: str, account_id: str, now: datetime) -> None:
         case = await self.repo.get_case(session, case_id)
         if case is None or case.credit_hold == "placed":
@@ -476,11 +503,14 @@ class CaseService:
         self, session: AsyncSession, case_id: str, level: Level, account: AccountUpdated, now: datetime
     ) -> None:
         assessed = False
+        charged = await self.repo.fees_assessed(session, case_id)
         for inv in account.open_invoices:
             if inv.disputed:
                 continue
             days_past_due = max((now.date() - inv.due_date).days, 0)  # as of now, not the last re-age
             for fee in fees_for(inv.open_minor, days_past_due, inv.terms):
+                if (inv.invoice_id, fee.kind) in charged:
+                    continue  # each invoice is charged each kind of fee once per case
                 assessed = True
                 await self.repo.add_timeline(
                     session,
@@ -571,7 +601,9 @@ class CaseService:
                 {"level": level.name, "channel": channel, "reason": reason},
             )
             return
-        notification_id = f"{case_id}:{level.name}:{channel}"
+        # One per level and channel for the debt whose age reached it (a payment that leaves a younger
+        # debt lets the level fire again for that debt; a replay of the same one is deduplicated).
+        notification_id = f"{case_id}:{level.name}:{account.oldest_due_date}:{channel}"
         request = NotificationRequested(
             notification_id=notification_id,
             case_id=case_id,
