@@ -191,7 +191,7 @@ async def worklist_p99(url: str, n_cases: int, queries: int = 400) -> dict[str, 
                            (g * 7919) % 10000000, (g * 7919) % 10000000,
                            (g * 104729) % 100000000,
                            'collector-' || (g % 50)
-                    FROM generate_series(1, :n) g
+                    FROM generate_series(1::bigint, CAST(:n AS bigint)) g
                     """
                 ),
                 {"n": n_cases},
@@ -274,15 +274,17 @@ def main() -> None:
             "case_manager",
         )
         print(f"load: {os.getloadavg()}")
-        asyncio.run(seed_due_accounts(url, n_timers, "B"))
-        fired, rss, seconds = run_replicas(url, 2)
-        c = asyncio.run(counts(url, "B"))
-        print(
-            f"timers: {n_timers} due timers fired by 2 sweeper processes in {seconds:.1f} s "
-            f"({n_timers / seconds:.0f}/s); fired per process {fired}; max RSS per process {rss} MB; {c}"
-        )
-        result = asyncio.run(worklist_p99(url, n_cases))
-        print(f"worklist over {n_cases} cases (+ the timers' cases), 400 queries, limit 50: {result}")
+        if n_timers:
+            asyncio.run(seed_due_accounts(url, n_timers, "B"))
+            fired, rss, seconds = run_replicas(url, 2)
+            c = asyncio.run(counts(url, "B"))
+            print(
+                f"timers: {n_timers} due timers fired by 2 sweeper processes in {seconds:.1f} s "
+                f"({n_timers / seconds:.0f}/s); fired per process {fired}; max RSS per process {rss} MB; {c}"
+            )
+        if n_cases:
+            result = asyncio.run(worklist_p99(url, n_cases))
+            print(f"worklist over {n_cases} cases (+ the timers' cases), 400 queries, limit 50: {result}")
         print(f"load after: {os.getloadavg()}")
     finally:
         if pg is not None:
