@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, or_, select, text, update
+from sqlalchemy import Row, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -107,7 +107,7 @@ class CaseRepository:
         after: tuple[int | str, str] | None,
         limit: int,
     ) -> list[Row[Any]]:
-        """The worklist: keyset pagination on (priority DESC, case_id) or (opened_at, case_id)."""
+        """The worklist: keyset pagination on (priority, case_id) descending or (opened_at, case_id) ascending."""
         stmt = select(cases).where(cases.c.status.in_(statuses))
         if stage:
             stmt = stmt.where(cases.c.stage == stage)
@@ -121,13 +121,15 @@ class CaseRepository:
             stmt = stmt.where(cases.c.overdue_minor >= min_amount_minor)
         if sort == "priority":
             if after is not None:
-                p, cid = after
-                stmt = stmt.where(or_(cases.c.priority < p, and_(cases.c.priority == p, cases.c.case_id > cid)))
-            stmt = stmt.order_by(cases.c.priority.desc(), cases.c.case_id)
+                stmt = stmt.where(
+                    tuple_(cases.c.priority, cases.c.case_id) < tuple_(literal(after[0]), literal(after[1]))
+                )
+            stmt = stmt.order_by(cases.c.priority.desc(), cases.c.case_id.desc())
         else:
             if after is not None:
-                at, cid = after
-                stmt = stmt.where(or_(cases.c.opened_at > at, and_(cases.c.opened_at == at, cases.c.case_id > cid)))
+                stmt = stmt.where(
+                    tuple_(cases.c.opened_at, cases.c.case_id) > tuple_(literal(after[0]), literal(after[1]))
+                )
             stmt = stmt.order_by(cases.c.opened_at, cases.c.case_id)
         return list(await session.execute(stmt.limit(limit)))
 

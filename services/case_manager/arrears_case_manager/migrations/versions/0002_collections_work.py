@@ -27,9 +27,11 @@ def upgrade() -> None:
     op.add_column("cases", sa.Column("priority", sa.BigInteger, nullable=False, server_default="0"), schema=S)
     op.add_column("cases", sa.Column("closed_reason", sa.Text, nullable=True), schema=S)
     op.add_column("cases", sa.Column("paused_until", TS, nullable=True), schema=S)
-    op.create_index("ix_case_manager_cases_priority", "cases", [sa.text("priority DESC"), "case_id"], schema=S)
+    # The worklist pages through (priority, case_id) descending and (opened_at, case_id) ascending with
+    # row-value comparisons, so that each page is an index range scan however deep the cursor is.
+    op.create_index("ix_case_manager_cases_priority", "cases", ["priority", "case_id"], schema=S)
     op.create_index("ix_case_manager_cases_age", "cases", ["opened_at", "case_id"], schema=S)
-    op.create_index("ix_case_manager_cases_status", "cases", ["status", sa.text("priority DESC"), "case_id"], schema=S)
+    op.create_index("ix_case_manager_cases_status", "cases", ["status", "priority", "case_id"], schema=S)
     op.create_table(
         "promises",
         sa.Column("promise_id", sa.Text, primary_key=True),
