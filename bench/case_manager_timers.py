@@ -201,6 +201,7 @@ async def worklist_p99(url: str, n_cases: int, queries: int = 400) -> dict[str, 
         sessionmaker = make_sessionmaker(engine)
         rng = random.Random(7)
         timings: list[float] = []
+        by_filter: dict[str, list[float]] = {}
         filters: list[dict[str, Any]] = [
             {},
             {"statuses": ["open"]},
@@ -233,8 +234,12 @@ async def worklist_p99(url: str, n_cases: int, queries: int = 400) -> dict[str, 
                     after=after,
                     limit=50,
                 )
-                timings.append((time.perf_counter() - start) * 1000)
+                elapsed = (time.perf_counter() - start) * 1000
+                timings.append(elapsed)
+                by_filter.setdefault(f"{filters[i % len(filters)]}/{sort}", []).append(elapsed)
         timings.sort()
+        for name, values in sorted(by_filter.items()):
+            print(f"  {name}: max {max(values):.1f} ms, median {statistics.median(values):.1f} ms")
         return {
             "p50_ms": statistics.median(timings),
             "p99_ms": timings[int(len(timings) * 0.99) - 1],

@@ -32,6 +32,8 @@ def upgrade() -> None:
     op.create_index("ix_case_manager_cases_priority", "cases", ["priority", "case_id"], schema=S)
     op.create_index("ix_case_manager_cases_age", "cases", ["opened_at", "case_id"], schema=S)
     op.create_index("ix_case_manager_cases_status", "cases", ["status", "priority", "case_id"], schema=S)
+    # A collector's own worklist, oldest first.
+    op.create_index("ix_case_manager_cases_assignee_age", "cases", ["assignee", "opened_at", "case_id"], schema=S)
     op.create_table(
         "promises",
         sa.Column("promise_id", sa.Text, primary_key=True),
@@ -98,7 +100,12 @@ def upgrade() -> None:
 def downgrade() -> None:
     for table in ("idempotency_keys", "api_keys", "disputes", "payment_plans", "promises"):
         op.drop_table(table, schema=S)
-    for index in ("ix_case_manager_cases_status", "ix_case_manager_cases_age", "ix_case_manager_cases_priority"):
+    for index in (
+        "ix_case_manager_cases_assignee_age",
+        "ix_case_manager_cases_status",
+        "ix_case_manager_cases_age",
+        "ix_case_manager_cases_priority",
+    ):
         op.drop_index(index, table_name="cases", schema=S)
     for column in (
         "paused_until",
