@@ -3,7 +3,7 @@ and their notifications requested (written to the outbox); plus the worklist que
 1,000,000 cases.
 
 ``python -m bench.case_manager_timers`` (needs nothing running: uses ``$DATABASE_URL``'s server or
-an embedded PostgreSQL). ``ARREARS_BENCH_TIMERS`` (default 100000) and ``ARREARS_BENCH_CASES``
+an embedded PostgreSQL). ``ARREARS_BENCH_TIMERS`` (default 20000; the target is 100000) and ``ARREARS_BENCH_CASES``
 (default 1000000) size it. The tests reuse :func:`seed_due_accounts` and the ``worker`` command.
 """
 
@@ -269,7 +269,7 @@ def main() -> None:
     from arrears_case_manager.main import cli as _unused  # noqa: F401  (the package imports cleanly)
     from arrears_shared.migrations import upgrade
 
-    n_timers = int(os.environ.get("ARREARS_BENCH_TIMERS", "100000"))
+    n_timers = int(os.environ.get("ARREARS_BENCH_TIMERS", "20000"))
     n_cases = int(os.environ.get("ARREARS_BENCH_CASES", "1000000"))
     url, pg = _database()
     try:
