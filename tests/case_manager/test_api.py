@@ -104,6 +104,10 @@ async def test_keys_are_hashed_at_rest_and_made_by_the_cli(api: SimpleNamespace,
     assert len(row.secret_hash) == 64
     bad = run_cli("arrears_case_manager.cli", "keys", "create", "--name", "x", "--scope", "root", env=env)
     assert bad.returncode == 2
+    revoked = run_cli("arrears_case_manager.cli", "keys", "revoke", created["key_id"], env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    r = await api.client.get(f"/v1/cases/{case['case_id']}", headers={"Authorization": f"Bearer {created['token']}"})
+    assert r.status_code == 401
 
 
 async def test_writes_record_who_and_enforce_the_state_machine(api: SimpleNamespace) -> None:

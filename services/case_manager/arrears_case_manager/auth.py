@@ -63,6 +63,10 @@ class KeyService:
         )
         return key_id, f"{PREFIX}{key_id}_{secret}"
 
+    async def revoke(self, session: AsyncSession, key_id: str, now: datetime) -> bool:
+        """Revoke a key at once; False if there is no such active key."""
+        return await self.repo.revoke_key(session, key_id, now)
+
     async def authenticate(self, session: AsyncSession, token: str) -> Principal | None:
         if not token.startswith(PREFIX):
             return None

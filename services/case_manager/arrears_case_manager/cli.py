@@ -106,5 +106,24 @@ def keys_create(
     typer.echo(json.dumps({"key_id": key_id, "token": token, "scopes": sorted(set(scope))}))
 
 
+@keys_cli.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(..., help="The key_id printed by keys create.")) -> None:
+    """Revoke an API key; requests with it are refused (401) from now on."""
+    settings = CaseSettings()
+
+    async def revoke() -> bool:
+        engine = create_async_engine(async_database_url(settings.database_url))
+        try:
+            async with AsyncSession(engine) as session, session.begin():
+                return await KeyService().revoke(session, key_id, make_clock(settings.clock_file).now())
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(revoke()):
+        typer.echo(f"no active key {key_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
 if __name__ == "__main__":
     cli()

@@ -211,6 +211,15 @@ class CaseRepository:
             await session.execute(select(api_keys).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)))
         ).first()
 
+    async def revoke_key(self, session: AsyncSession, key_id: str, now: datetime) -> bool:
+        result = await session.execute(
+            update(api_keys)
+            .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .returning(api_keys.c.key_id)
+        )
+        return result.first() is not None
+
     async def lock_idempotency(self, session: AsyncSession, principal: str, key: str) -> Row[Any] | None:
         await session.execute(
             text("SELECT pg_advisory_xact_lock(hashtext('idem:' || :p || ':' || :k))"), {"p": principal, "k": key}

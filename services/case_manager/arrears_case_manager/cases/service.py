@@ -95,7 +95,7 @@ class CaseService:
             return  # stale or repeated: a newer state is already applied
         now = self.clock.now()
         await self.repo.save_account(session, update.account_id, update.version, update.model_dump(mode="json"), now)
-        await self.evaluate(session, update.account_id, now)
+        await self.evaluate(session, update.account_id, now, update)
 
     async def on_delivery_updated(self, session: AsyncSession, _event: object, delivery: DeliveryUpdated) -> None:
         case = await self.repo.get_case(session, delivery.case_id)
@@ -127,15 +127,19 @@ class CaseService:
 
     # ------------------------------------------------------------------ the decision
 
-    async def evaluate(self, session: AsyncSession, account_id: str, now: datetime) -> None:
+    async def evaluate(
+        self, session: AsyncSession, account_id: str, now: datetime, account: AccountUpdated | None = None
+    ) -> None:
         """Bring the account's case up to date with its state and the time, and set its next timer.
 
-        Called with the account's advisory lock held (consumer, sweeper and API commands alike).
+        Called with the account's advisory lock held (consumer, sweeper and API commands alike);
+        ``account`` is the state just saved, when the caller has it.
         """
-        row = await self.repo.account(session, account_id)
-        if row is None:
-            return
-        account = AccountUpdated.model_validate(row.state)
+        if account is None:
+            row = await self.repo.account(session, account_id)
+            if row is None:
+                return
+            account = AccountUpdated.model_validate(row.state)
         case = await self.repo.open_case(session, account_id)
         owed = sum(b.open_minor for b in account.balances)
         if owed <= 0 or account.oldest_due_date is None:
