@@ -71,7 +71,7 @@ def upgrade() -> None:
         sa.Column("data", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
         schema=S,
     )
-    op.create_index("ix_timeline_case_id", "timeline", ["case_id"], schema=S)  # the name the model-built 0001 gave it
+    op.create_index("ix_case_manager_timeline_case_id", "timeline", ["case_id"], schema=S)
 
 
 def downgrade() -> None:
