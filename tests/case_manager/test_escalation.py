@@ -322,3 +322,24 @@ async def test_paying_the_oldest_invoice_steps_back_and_never_charges_a_fee_twic
     assert fees == [(["I1"], 1_000), (["I2"], 400)]
     firm = [e["data"]["notification_id"] for e in events if e["data"].get("template") == "overdue_firm"]
     assert len(firm) == len(set(firm)) == 2  # one per debt that reached the level
+
+
+async def test_a_new_invoice_does_not_make_a_kept_promise_look_broken(session: AsyncSession) -> None:
+    acc = _id()
+    clock = FixedClock(noon(DUE + timedelta(days=8)))
+    service = make_service(clock)
+    actions = CaseActions(service)
+    await apply(service, session, account_state(acc, today=clock.now().date(), invoices=[("I1", DUE, 30_000)]))
+    case = await _case(service, session, acc)
+    promise = PromiseIn(currency="EUR", amount_minor=30_000, date=clock.now().date() + timedelta(days=5))
+    await actions.run(session, COLLECTOR, case["case_id"], "promises", promise, if_match=None, idempotency_key=None)
+    # A new invoice (not yet due) and the promised payment of I1 arrive: the total open did not fall,
+    # but what the promise covered was paid.
+    new_invoice = ("I2", clock.now().date() + timedelta(days=30), 45_000)
+    await apply(service, session, account_state(acc, today=clock.now().date(), invoices=[("I1", DUE, 0), new_invoice]))
+    case = await _case(service, session, acc)
+    assert case["promises"][0]["status"] == "kept"
+    assert case["status"] == "open"
+    assert case["stage"] is None  # nothing is overdue now: I2's own ladder starts with its pre_due reminder
+    await _sweep_to(service, session, clock, new_invoice[1] - timedelta(days=3))
+    assert (await _case(service, session, acc))["stage"] == "pre_due"

@@ -85,6 +85,9 @@ promises = Table(
     Column("amount_minor", BigInteger, nullable=False),
     Column("promised_date", Date, nullable=False),
     Column("baseline_open_minor", BigInteger, nullable=False),
+    # The invoices open in the currency when it was agreed: payments are measured against them only,
+    # so an invoice issued later does not make a kept promise look broken.
+    Column("invoice_ids", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("status", Text, nullable=False),  # pending | kept | broken | cancelled
     Column("created_at", TS, nullable=False),
     Column("created_by", Text, nullable=False),
@@ -98,6 +101,9 @@ payment_plans = Table(
     Column("case_id", Text, nullable=False, index=True),
     Column("currency", Text, nullable=False),
     Column("baseline_open_minor", BigInteger, nullable=False),
+    # The invoices open in the currency when it was agreed: payments are measured against them only,
+    # so an invoice issued later does not make a kept promise look broken.
+    Column("invoice_ids", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("installments", JSONB, nullable=False),  # [{seq, due_date, amount_minor, status}]
     Column("status", Text, nullable=False),  # active | completed | defaulted | cancelled
     Column("created_at", TS, nullable=False),

@@ -27,7 +27,7 @@ from arrears_case_manager.cases.schemas import (
     PromiseIn,
     ReasonIn,
 )
-from arrears_case_manager.cases.service import CaseService, _open_in
+from arrears_case_manager.cases.service import CaseService, _covered
 from arrears_case_manager.cases.state import CaseCommand, transition
 from arrears_shared.errors import ConflictError, NotFoundError, PermanentError
 from arrears_shared.events.v1 import AccountUpdated
@@ -186,7 +186,7 @@ class CaseActions:
         now: datetime,
     ) -> dict[str, Any]:
         transition(case.status, "promise")  # 409 before any other check
-        open_minor = _open_in(account, body.currency)
+        invoice_ids, open_minor = _covered(account, body.currency)
         if open_minor <= 0:
             raise PermanentError(f"the account owes nothing in {body.currency}")
         if body.amount_minor > open_minor:
@@ -207,6 +207,7 @@ class CaseActions:
                 "amount_minor": body.amount_minor,
                 "promised_date": body.date,
                 "baseline_open_minor": open_minor,
+                "invoice_ids": invoice_ids,
                 "status": "pending",
                 "created_at": now,
                 "created_by": who.actor,
@@ -257,7 +258,7 @@ class CaseActions:
         now: datetime,
     ) -> dict[str, Any]:
         transition(case.status, "plan")
-        open_minor = _open_in(account, body.currency)
+        invoice_ids, open_minor = _covered(account, body.currency)
         total = sum(i.amount_minor for i in body.installments)
         if open_minor <= 0:
             raise PermanentError(f"the account owes nothing in {body.currency}")
@@ -283,6 +284,7 @@ class CaseActions:
                 "case_id": case.case_id,
                 "currency": body.currency,
                 "baseline_open_minor": open_minor,
+                "invoice_ids": invoice_ids,
                 "installments": installments,
                 "status": "active",
                 "created_at": now,

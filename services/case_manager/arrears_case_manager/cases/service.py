@@ -51,6 +51,19 @@ def _open_in(account: AccountUpdated, currency: str) -> int:
     return sum(b.open_minor for b in account.balances if b.currency == currency)
 
 
+def _covered(account: AccountUpdated, currency: str) -> tuple[list[str], int]:
+    """The invoices open in ``currency`` and their open total (what an agreement covers)."""
+    invoices = [i for i in account.open_invoices if i.currency == currency and i.open_minor > 0]
+    return [i.invoice_id for i in invoices], sum(i.open_minor for i in invoices)
+
+
+def _paid_since(account: AccountUpdated, baseline: int, invoice_ids: list[str]) -> int:
+    """How much of ``baseline`` (the covered invoices' open total when agreed) is no longer open.
+    An invoice that left the open list was paid, credited or cancelled: in each case no longer owed."""
+    ids = set(invoice_ids)
+    return baseline - sum(i.open_minor for i in account.open_invoices if i.invoice_id in ids)
+
+
 def _worklist(account: AccountUpdated) -> dict[str, Any]:
     """The case's worklist columns: its main currency (most overdue), the overdue amount in it,
     and a priority that weighs the risk of not being paid against the amount overdue
@@ -176,7 +189,7 @@ class CaseService:
         if status in ESCALATING:
             if level is not None and ladder.index(level.name) > ladder.index(case.stage):
                 status = await self._enter(session, case.case_id, case.stage, level, account, now)
-            elif level is not None and ladder.index(level.name) < ladder.index(case.stage):
+            elif ladder.index(level.name if level else None) < ladder.index(case.stage):
                 await self._step_back(session, case.case_id, case.stage, level, account, now)
             nxt = ladder.next_after(level)
             if nxt is not None:
@@ -206,7 +219,7 @@ class CaseService:
             status = transition("promised", "promise_broken")
             await self.repo.update_case(session, case.case_id, status=status)
             return status
-        paid = promise.baseline_open_minor - _open_in(account, promise.currency)
+        paid = _paid_since(account, promise.baseline_open_minor, list(promise.invoice_ids))
         if paid >= promise.amount_minor:
             await self.repo.settle_promise(session, promise.promise_id, "kept", now)
             status = transition("promised", "promise_kept")
@@ -266,7 +279,7 @@ class CaseService:
             status = transition("payment_plan", "plan_defaulted")
             await self.repo.update_case(session, case.case_id, status=status)
             return status
-        paid = plan.baseline_open_minor - _open_in(account, plan.currency)
+        paid = _paid_since(account, plan.baseline_open_minor, list(plan.invoice_ids))
         installments = [dict(i) for i in plan.installments]
         cumulative = 0
         changed = False
@@ -471,18 +484,25 @@ class CaseService:
         return status
 
     async def _step_back(
-        self, session: AsyncSession, case_id: str, previous: str, level: Level, account: AccountUpdated, now: datetime
+        self,
+        session: AsyncSession,
+        case_id: str,
+        previous: str,
+        level: Level | None,
+        account: AccountUpdated,
+        now: datetime,
     ) -> None:
         """A payment cleared the oldest debt: the case's stage follows the (younger) oldest open invoice.
         Nothing fires on the way down; the later levels fire again as the remaining debt ages."""
-        await self.repo.update_case(session, case_id, stage=level.name)
+        stage = level.name if level else None
+        await self.repo.update_case(session, case_id, stage=stage)
         await self.repo.add_timeline(
             session,
             case_id,
             now,
             "stage_changed",
             SYSTEM,
-            {"from": previous, "to": level.name, "reason": "a payment left a younger oldest open invoice"},
+            {"from": previous, "to": stage, "reason": "a payment left a younger oldest open invoice"},
         )
         await self._emit(
             session,
@@ -490,7 +510,7 @@ class CaseService:
             case_id,
             account.account_id,
             now,
-            stage=level.name,
+            stage=stage,
             previous_stage=previous,
             reason="payment",
         )
