@@ -29,6 +29,11 @@ class CaseRepository:
     async def account(self, session: AsyncSession, account_id: str) -> Row[Any] | None:
         return (await session.execute(select(accounts).where(accounts.c.account_id == account_id))).first()
 
+    async def account_version(self, session: AsyncSession, account_id: str) -> int | None:
+        return (
+            await session.execute(select(accounts.c.version).where(accounts.c.account_id == account_id))
+        ).scalar_one_or_none()
+
     async def save_account(
         self, session: AsyncSession, account_id: str, version: int, state: dict[str, Any], now: datetime
     ) -> None:

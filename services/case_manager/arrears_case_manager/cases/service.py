@@ -103,8 +103,8 @@ class CaseService:
 
     async def on_account_updated(self, session: AsyncSession, _event: object, update: AccountUpdated) -> None:
         await self.repo.lock_account(session, update.account_id)
-        known = await self.repo.account(session, update.account_id)
-        if known is not None and known.version >= update.version:
+        known = await self.repo.account_version(session, update.account_id)
+        if known is not None and known >= update.version:
             return  # stale or repeated: a newer state is already applied
         now = self.clock.now()
         await self.repo.save_account(session, update.account_id, update.version, update.model_dump(mode="json"), now)
