@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import signal
 import subprocess
 import time
@@ -28,7 +29,7 @@ import pytest
 from arrears_dev.sms_sink import read_messages as read_sms
 from arrears_dev.smtp_sink import read_messages as read_mail
 from arrears_dev.stack import SERVICES, StackPorts, free_port, service_env, start_service, start_sinks, stop_process
-from tests.conftest import Databases, migrated_database
+from tests.conftest import Databases, migrated_database, run_cli
 
 pytestmark = pytest.mark.e2e
 T = TypeVar("T")
@@ -39,6 +40,7 @@ class Stack:
     ports: StackPorts
     var: Path
     procs: dict[str, subprocess.Popen[bytes]]
+    cases_token: str = ""  # a cases:read API key for the case manager (bearer auth is on by default)
 
     def url(self, service: str, path: str) -> str:
         return f"http://127.0.0.1:{getattr(self.ports, service)}{path}"
@@ -73,8 +75,10 @@ def stack(databases: Databases, broker: str, tmp_path_factory: pytest.TempPathFa
     )
     sinks = start_sinks(ports, var)
     env = service_env(url, ports, {"ARREARS_CASES_SWEEP_SECONDS": "1", "ARREARS_NOTIFIER_POLL_SECONDS": "0.2"})
+    key = run_cli("arrears_case_manager.cli", "keys", "create", "--name", "e2e", "--scope", "cases:read", env=env)
+    assert key.returncode == 0, key.stderr
     procs = {name: start_service(name, env, var / "log") for name, _, _ in SERVICES}
-    stack = Stack(ports, var, procs)
+    stack = Stack(ports, var, procs, json.loads(key.stdout)["token"])
     try:
         for name, _, _ in SERVICES:
             url = stack.url(name, "/readyz")
@@ -151,7 +155,7 @@ def test_overdue_invoice_flows_end_to_end(stack: Stack) -> None:
             "amount_minor": 123_450,
         },
     )
-    with httpx.Client(timeout=10) as http:
+    with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {stack.cases_token}"}) as http:
         r = http.post(stack.url("ingest", "/v1/events"), json=customer)
         assert r.status_code == 202, r.text
         assert r.json() == {"id": customer["id"], "status": "accepted"}

@@ -6,7 +6,9 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from arrears_case_manager.auth import KeyService
 from arrears_case_manager.cases import endpoints as case_endpoints
+from arrears_case_manager.cases.actions import CaseActions
 from arrears_case_manager.cases.consumer import case_router
 from arrears_case_manager.cases.service import CaseService
 from arrears_case_manager.cases.sweeper import Sweeper
@@ -36,6 +38,8 @@ def create_app(settings: CaseSettings, runtime: Runtime | None = None) -> FastAP
     app = FastAPI(title="Arrears case manager", version="1.0.0", lifespan=runtime.lifespan)
     app.state.settings = settings
     app.state.case_service = service
+    app.state.case_actions = CaseActions(service)
+    app.state.key_service = KeyService()
     install_problem_handlers(app)
     install_operational_routes(app, runtime.readiness)
     if settings.role != "worker":  # the worker Deployment serves probes and metrics only

@@ -30,3 +30,8 @@ class CaseSettings(CommonSettings):
         validation_alias="ARREARS_CASES_NOTIFICATION_TTL_HOURS",
         description="A notification not delivered within this time expires.",
     )
+    auth_required: bool = Field(
+        default=True,
+        validation_alias="ARREARS_CASES_AUTH_REQUIRED",
+        description="Require a bearer API key (arrears-cases keys create). Turn off only on a developer's machine.",
+    )

@@ -160,6 +160,7 @@ class OpenInvoice(_Model):
     due_date: date
     days_past_due: int
     disputed: bool = False
+    terms: Terms | None = None  # the invoice's terms, when scoring knows them (late fees, interest)
 
 
 class Buckets(_Model):

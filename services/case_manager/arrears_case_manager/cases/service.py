@@ -9,18 +9,24 @@ replay would be deduplicated downstream) and never replays the levels it skipped
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from arrears_case_manager.cases.fees import fees_for
 from arrears_case_manager.cases.repository import CaseRepository
-from arrears_case_manager.cases.state import ESCALATING, transition
-from arrears_case_manager.policy.models import Level, Policy
+from arrears_case_manager.cases.state import ACTIVE, CLOSED, ESCALATING, transition
+from arrears_case_manager.policy.models import Ladder, Level, Policy
 from arrears_shared.clock import Clock
-from arrears_shared.errors import NotFoundError
+from arrears_shared.errors import NotFoundError, PermanentError
 from arrears_shared.events.envelope import new_event
 from arrears_shared.events.v1 import (
     AccountUpdated,
@@ -30,7 +36,7 @@ from arrears_shared.events.v1 import (
     Recipient,
 )
 from arrears_shared.messaging.outbox import Outbox
-from arrears_shared.money import format_money
+from arrears_shared.money import exponent, format_money
 from arrears_shared.topics import EVENTS, NOTIFICATIONS
 
 SOURCE = "arrears/case-manager"
@@ -39,6 +45,41 @@ SYSTEM = "system"
 
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(0, 0), tzinfo=UTC)
+
+
+def _open_in(account: AccountUpdated, currency: str) -> int:
+    return sum(b.open_minor for b in account.balances if b.currency == currency)
+
+
+def _covered(account: AccountUpdated, currency: str) -> tuple[list[str], int]:
+    """The invoices open in ``currency`` and their open total (what an agreement covers)."""
+    invoices = [i for i in account.open_invoices if i.currency == currency and i.open_minor > 0]
+    return [i.invoice_id for i in invoices], sum(i.open_minor for i in invoices)
+
+
+def _paid_since(account: AccountUpdated, baseline: int, invoice_ids: list[str]) -> int:
+    """How much of ``baseline`` (the covered invoices' open total when agreed) is no longer open.
+    An invoice that left the open list was paid, credited or cancelled: in each case no longer owed."""
+    ids = set(invoice_ids)
+    return baseline - sum(i.open_minor for i in account.open_invoices if i.invoice_id in ids)
+
+
+def _worklist(account: AccountUpdated) -> dict[str, Any]:
+    """The case's worklist columns: its main currency (most overdue), the overdue amount in it,
+    and a priority that weighs the risk of not being paid against the amount overdue
+    (probability x overdue in major units x 100; no FX conversion between currencies)."""
+    balances = [b for b in account.balances if b.open_minor > 0]
+    if not balances:
+        return {"tier": account.risk.tier, "currency": None, "overdue_minor": 0, "priority": 0}
+    main = max(balances, key=lambda b: (b.overdue_minor, b.open_minor))
+    major = Decimal(main.overdue_minor).scaleb(-exponent(main.currency))
+    priority = int(Decimal(str(account.risk.probability)) * major * 100)
+    return {
+        "tier": account.risk.tier,
+        "currency": main.currency,
+        "overdue_minor": main.overdue_minor,
+        "priority": priority,
+    }
 
 
 class CaseService:
@@ -62,12 +103,12 @@ class CaseService:
 
     async def on_account_updated(self, session: AsyncSession, _event: object, update: AccountUpdated) -> None:
         await self.repo.lock_account(session, update.account_id)
-        known = await self.repo.account(session, update.account_id)
-        if known is not None and known.version >= update.version:
+        known = await self.repo.account_version(session, update.account_id)
+        if known is not None and known >= update.version:
             return  # stale or repeated: a newer state is already applied
         now = self.clock.now()
         await self.repo.save_account(session, update.account_id, update.version, update.model_dump(mode="json"), now)
-        await self.evaluate(session, update.account_id, now)
+        await self.evaluate(session, update.account_id, now, update)
 
     async def on_delivery_updated(self, session: AsyncSession, _event: object, delivery: DeliveryUpdated) -> None:
         case = await self.repo.get_case(session, delivery.case_id)
@@ -105,38 +146,265 @@ class CaseService:
 
     # ------------------------------------------------------------------ the decision
 
-    async def evaluate(self, session: AsyncSession, account_id: str, now: datetime) -> None:
-        row = await self.repo.account(session, account_id)
-        if row is None:
-            return
-        account = AccountUpdated.model_validate(row.state)
+    async def evaluate(
+        self, session: AsyncSession, account_id: str, now: datetime, account: AccountUpdated | None = None
+    ) -> None:
+        """Bring the account's case up to date with its state and the time, and set its next timer.
+
+        Called with the account's advisory lock held (consumer, sweeper and API commands alike);
+        ``account`` is the state just saved, when the caller has it.
+        """
+        if account is None:
+            row = await self.repo.account(session, account_id)
+            if row is None:
+                return
+            account = AccountUpdated.model_validate(row.state)
         case = await self.repo.open_case(session, account_id)
         owed = sum(b.open_minor for b in account.balances)
         if owed <= 0 or account.oldest_due_date is None:
             if case is not None:
+                await self._settle_agreements_paid(session, case, account, now)
                 await self._resolve(session, case, account, now)
             await self.repo.set_wake(session, account_id, None)
             return
+        ladder = self.ladder_for(account)
         day = (now.date() - account.oldest_due_date).days
-        level = self.policy.level_for(day)
+        level = ladder.level_for(day)
         if case is None:
+            if await self._written_off_already(session, account):
+                await self.repo.set_wake(session, account_id, None)
+                return
             if level is None:
-                first = self.policy.levels[0]
+                first = ladder.levels[0]
                 await self.repo.set_wake(session, account_id, _midnight(account.oldest_due_date + timedelta(first.day)))
                 return
             case = await self._open(session, account, level, now)
-        elif case.status in ESCALATING and self.policy.index(level.name if level else None) > self.policy.index(
-            case.stage
-        ):
-            assert level is not None
-            await self._enter(session, case.case_id, case.stage, level, account, now)
-        next_level = self.policy.next_after(level)
-        wake = _midnight(account.oldest_due_date + timedelta(next_level.day)) if next_level else None
+        wakes: list[datetime] = []
+        status: str = case.status
+        if status == "promised":
+            status = await self._check_promise(session, case, account, now, wakes)
+        elif status == "payment_plan":
+            status = await self._check_plan(session, case, account, now, wakes)
+        elif status == "paused" and case.paused_until is not None:
+            if now >= case.paused_until:
+                status = transition("paused", "resume")
+                await self.repo.update_case(session, case.case_id, status=status, paused_until=None)
+                await self.repo.add_timeline(session, case.case_id, now, "resumed", SYSTEM, {"reason": "pause ended"})
+            else:
+                wakes.append(case.paused_until)
+        if status in ESCALATING:
+            if level is not None and ladder.index(level.name) > ladder.index(case.stage):
+                status = await self._enter(session, case.case_id, case.stage, level, account, now)
+            elif ladder.index(level.name if level else None) < ladder.index(case.stage):
+                await self._step_back(session, case.case_id, case.stage, level, account, now)
+            nxt = ladder.next_after(level)
+            if nxt is not None:
+                wakes.append(_midnight(account.oldest_due_date + timedelta(nxt.day)))
+        wake = min(wakes) if wakes else None
+        if status == "escalated_external" or status in CLOSED:
+            wake = None
         await self.repo.set_wake(session, account_id, wake)
-        await self.repo.update_case(session, case.case_id, next_action_at=wake)
+        await self.repo.update_case(session, case.case_id, next_action_at=wake, **_worklist(account))
+
+    def ladder_for(self, account: AccountUpdated) -> Ladder:
+        segment = account.customer.segment if account.customer else None
+        return self.policy.ladder(account.risk.tier, segment)
+
+    async def _written_off_already(self, session: AsyncSession, account: AccountUpdated) -> bool:
+        """A written-off debt does not reopen; a new invoice falling due after the write-off does."""
+        last = await self.repo.latest_case_for_account(session, account.account_id)
+        if last is None or last.status != "written_off" or last.closed_at is None:
+            return False
+        return all(inv.due_date <= last.closed_at.date() for inv in account.open_invoices)
+
+    async def _check_promise(
+        self, session: AsyncSession, case: Row[Any], account: AccountUpdated, now: datetime, wakes: list[datetime]
+    ) -> str:
+        promise = await self.repo.pending_promise(session, case.case_id)
+        if promise is None:  # nothing pending (should not happen): escalation resumes
+            status = transition("promised", "promise_broken")
+            await self.repo.update_case(session, case.case_id, status=status)
+            return status
+        paid = _paid_since(account, promise.baseline_open_minor, list(promise.invoice_ids))
+        if paid >= promise.amount_minor:
+            await self.repo.settle_promise(session, promise.promise_id, "kept", now)
+            status = transition("promised", "promise_kept")
+            await self.repo.update_case(session, case.case_id, status=status)
+            await self.repo.add_timeline(
+                session,
+                case.case_id,
+                now,
+                "promise_kept",
+                SYSTEM,
+                {"promise_id": promise.promise_id, "paid_minor": paid},
+            )
+            await self._emit(
+                session,
+                "collections.promise.kept",
+                case.case_id,
+                account.account_id,
+                now,
+                reference_id=promise.promise_id,
+                currency=promise.currency,
+                amount_minor=promise.amount_minor,
+            )
+            return status
+        deadline = self._deadline(promise.promised_date, account, self.policy.agreements.promise_grace_days)
+        if now < deadline:
+            wakes.append(deadline)
+            return "promised"
+        await self.repo.settle_promise(session, promise.promise_id, "broken", now)
+        status = transition("promised", "promise_broken")
+        await self.repo.update_case(session, case.case_id, status=status)
+        await self.repo.add_timeline(
+            session,
+            case.case_id,
+            now,
+            "promise_broken",
+            SYSTEM,
+            {"promise_id": promise.promise_id, "paid_minor": max(paid, 0), "promised_minor": promise.amount_minor},
+        )
+        await self._emit(
+            session,
+            "collections.promise.broken",
+            case.case_id,
+            account.account_id,
+            now,
+            reference_id=promise.promise_id,
+            currency=promise.currency,
+            amount_minor=promise.amount_minor,
+            due_date=promise.promised_date,
+        )
+        return status
+
+    async def _check_plan(
+        self, session: AsyncSession, case: Row[Any], account: AccountUpdated, now: datetime, wakes: list[datetime]
+    ) -> str:
+        plan = await self.repo.active_plan(session, case.case_id)
+        if plan is None:
+            status = transition("payment_plan", "plan_defaulted")
+            await self.repo.update_case(session, case.case_id, status=status)
+            return status
+        paid = _paid_since(account, plan.baseline_open_minor, list(plan.invoice_ids))
+        installments = [dict(i) for i in plan.installments]
+        cumulative = 0
+        changed = False
+        for inst in installments:
+            cumulative += int(inst["amount_minor"])
+            if inst["status"] == "paid":
+                continue
+            if paid >= cumulative:
+                inst["status"] = "paid"
+                changed = True
+                await self.repo.add_timeline(
+                    session,
+                    case.case_id,
+                    now,
+                    "installment_paid",
+                    SYSTEM,
+                    {"plan_id": plan.plan_id, "seq": inst["seq"]},
+                )
+                continue
+            deadline = self._deadline(
+                date.fromisoformat(inst["due_date"]), account, self.policy.agreements.installment_grace_days
+            )
+            if now < deadline:
+                wakes.append(deadline)
+                break
+            inst["status"] = "missed"
+            await self.repo.update_plan(
+                session, plan.plan_id, installments=installments, status="defaulted", settled_at=now
+            )
+            status = transition("payment_plan", "plan_defaulted")
+            await self.repo.update_case(session, case.case_id, status=status)
+            await self.repo.add_timeline(
+                session,
+                case.case_id,
+                now,
+                "installment_missed",
+                SYSTEM,
+                {"plan_id": plan.plan_id, "seq": inst["seq"], "paid_minor": max(paid, 0), "due_minor": cumulative},
+            )
+            await self._emit(
+                session,
+                "collections.payment_plan.installment_missed",
+                case.case_id,
+                account.account_id,
+                now,
+                reference_id=plan.plan_id,
+                currency=plan.currency,
+                amount_minor=int(inst["amount_minor"]),
+                due_date=date.fromisoformat(inst["due_date"]),
+            )
+            return status
+        if all(i["status"] == "paid" for i in installments):
+            await self.repo.update_plan(
+                session, plan.plan_id, installments=installments, status="completed", settled_at=now
+            )
+            status = transition("payment_plan", "plan_completed")
+            await self.repo.update_case(session, case.case_id, status=status)
+            await self.repo.add_timeline(
+                session, case.case_id, now, "payment_plan_completed", SYSTEM, {"plan_id": plan.plan_id}
+            )
+            await self._emit(
+                session,
+                "collections.payment_plan.completed",
+                case.case_id,
+                account.account_id,
+                now,
+                reference_id=plan.plan_id,
+            )
+            return status
+        if changed:
+            await self.repo.update_plan(session, plan.plan_id, installments=installments)
+        return "payment_plan"
+
+    async def _settle_agreements_paid(
+        self, session: AsyncSession, case: Row[Any], account: AccountUpdated, now: datetime
+    ) -> None:
+        """Full payment keeps a pending promise and completes an active plan."""
+        promise = await self.repo.pending_promise(session, case.case_id)
+        if promise is not None:
+            await self.repo.settle_promise(session, promise.promise_id, "kept", now)
+            await self.repo.add_timeline(
+                session, case.case_id, now, "promise_kept", SYSTEM, {"promise_id": promise.promise_id}
+            )
+            await self._emit(
+                session,
+                "collections.promise.kept",
+                case.case_id,
+                account.account_id,
+                now,
+                reference_id=promise.promise_id,
+                currency=promise.currency,
+                amount_minor=promise.amount_minor,
+            )
+        plan = await self.repo.active_plan(session, case.case_id)
+        if plan is not None:
+            done = [{**dict(i), "status": "paid"} for i in plan.installments]
+            await self.repo.update_plan(session, plan.plan_id, installments=done, status="completed", settled_at=now)
+            await self.repo.add_timeline(
+                session, case.case_id, now, "payment_plan_completed", SYSTEM, {"plan_id": plan.plan_id}
+            )
+            await self._emit(
+                session,
+                "collections.payment_plan.completed",
+                case.case_id,
+                account.account_id,
+                now,
+                reference_id=plan.plan_id,
+            )
+
+    @staticmethod
+    def _deadline(day: date, account: AccountUpdated, grace_days: int) -> datetime:
+        """The start of the day after ``day`` plus the grace, in the customer's own timezone, as UTC."""
+        zone = ZoneInfo(account.customer.timezone) if account.customer else UTC
+        local = datetime.combine(day + timedelta(days=1 + grace_days), time(0, 0), tzinfo=zone)
+        return local.astimezone(UTC)
 
     async def _open(self, session: AsyncSession, account: AccountUpdated, level: Level, now: datetime) -> Row[Any]:
         case_id = str(uuid.uuid4())
+        worklist = _worklist(account)
         await self.repo.create_case(
             session,
             {
@@ -145,6 +413,8 @@ class CaseService:
                 "status": "open",
                 "stage": None,
                 "opened_at": now,
+                "opened_overdue_minor": worklist["overdue_minor"],
+                **worklist,
             },
         )
         await self.repo.add_timeline(session, case_id, now, "case_opened", SYSTEM, {"account_version": account.version})
@@ -162,7 +432,9 @@ class CaseService:
         level: Level,
         account: AccountUpdated,
         now: datetime,
-    ) -> None:
+    ) -> str:
+        """Enter ``level``: fire its channels and actions once. Returns the case's status after it."""
+        status = "open"
         await self.repo.update_case(session, case_id, stage=level.name)
         await self.repo.add_timeline(
             session, case_id, now, "stage_changed", SYSTEM, {"from": previous, "to": level.name}
@@ -185,7 +457,7 @@ class CaseService:
                 SYSTEM,
                 {"level": level.name, "reason": "below the level's minimum amount"},
             )
-            return
+            return status
         for channel in level.channels:
             if channel in ("email", "sms"):
                 await self._request(session, case_id, level, channel, account, now)
@@ -198,12 +470,13 @@ class CaseService:
                 await self.repo.add_timeline(session, case_id, now, "letter_requested", SYSTEM, {"level": level.name})
         for action in level.actions:
             if action == "credit_hold":
-                await self.repo.update_case(session, case_id, credit_hold="placed")
-                await self.repo.add_timeline(session, case_id, now, "credit_hold_placed", SYSTEM, {})
-                await self._emit(session, "collections.credit_hold.placed", case_id, account.account_id, now)
+                await self._place_hold(session, case_id, account.account_id, now)
+            elif action == "late_fee":
+                await self._assess_fees(session, case_id, level, account, now)
             elif action == "external_handoff":
-                await self.repo.update_case(session, case_id, status=transition("open", "escalate"))
-                await self.repo.add_timeline(session, case_id, now, "handed_off", SYSTEM, {})
+                status = transition("open", "escalate")
+                await self.repo.update_case(session, case_id, status=status)
+                await self.repo.add_timeline(session, case_id, now, "handed_off", SYSTEM, {"level": level.name})
                 await self._emit(
                     session,
                     "collections.case.handed_off",
@@ -214,6 +487,97 @@ class CaseService:
                 )
             else:
                 await self.repo.add_timeline(session, case_id, now, action, SYSTEM, {"level": level.name})
+        return status
+
+    async def _step_back(
+        self,
+        session: AsyncSession,
+        case_id: str,
+        previous: str,
+        level: Level | None,
+        account: AccountUpdated,
+        now: datetime,
+    ) -> None:
+        """A payment cleared the oldest debt: the case's stage follows the (younger) oldest open invoice.
+        Nothing fires on the way down; the later levels fire again as the remaining debt ages."""
+        stage = level.name if level else None
+        await self.repo.update_case(session, case_id, stage=stage)
+        await self.repo.add_timeline(
+            session,
+            case_id,
+            now,
+            "stage_changed",
+            SYSTEM,
+            {"from": previous, "to": stage, "reason": "a payment left a younger oldest open invoice"},
+        )
+        await self._emit(
+            session,
+            "collections.case.stage_changed",
+            case_id,
+            account.account_id,
+            now,
+            stage=stage,
+            previous_stage=previous,
+            reason="payment",
+        )
+
+    async def _place_hold(self, session: AsyncSession, case_id: str, account_id: str, now: datetime) -> None:
+        case = await self.repo.get_case(session, case_id)
+        if case is None or case.credit_hold == "placed":
+            return
+        await self.repo.update_case(session, case_id, credit_hold="placed")
+        await self.repo.add_timeline(session, case_id, now, "credit_hold_placed", SYSTEM, {})
+        await self._emit(session, "collections.credit_hold.placed", case_id, account_id, now)
+
+    async def _assess_fees(
+        self, session: AsyncSession, case_id: str, level: Level, account: AccountUpdated, now: datetime
+    ) -> None:
+        assessed = False
+        charged = await self.repo.fees_assessed(session, case_id)
+        for inv in account.open_invoices:
+            if inv.disputed:
+                continue
+            days_past_due = max((now.date() - inv.due_date).days, 0)  # as of now, not the last re-age
+            for fee in fees_for(inv.open_minor, days_past_due, inv.terms):
+                if (inv.invoice_id, fee.kind) in charged:
+                    continue  # each invoice is charged each kind of fee once per case
+                assessed = True
+                await self.repo.add_timeline(
+                    session,
+                    case_id,
+                    now,
+                    "late_fee_assessed",
+                    SYSTEM,
+                    {
+                        "invoice_id": inv.invoice_id,
+                        "kind": fee.kind,
+                        "currency": inv.currency,
+                        "amount_minor": fee.amount_minor,
+                        "basis": fee.basis,
+                        "level": level.name,
+                    },
+                )
+                await self._emit(
+                    session,
+                    "collections.late_fee.assessed",
+                    case_id,
+                    account.account_id,
+                    now,
+                    currency=inv.currency,
+                    amount_minor=fee.amount_minor,
+                    invoice_ids=[inv.invoice_id],
+                    reference_id=f"{case_id}:{level.name}:{inv.invoice_id}:{fee.kind}",
+                    reason=f"{fee.kind}: {fee.basis}",
+                )
+        if not assessed:
+            await self.repo.add_timeline(
+                session,
+                case_id,
+                now,
+                "late_fee_not_assessed",
+                SYSTEM,
+                {"level": level.name, "reason": "no open invoice's terms provide a late fee or interest"},
+            )
 
     def _meets_minimum(self, level: Level, account: AccountUpdated) -> bool:
         if not level.min_amount_minor:
@@ -227,8 +591,11 @@ class CaseService:
             case.case_id,
             status=status,
             closed_at=now,
+            closed_reason="paid",
             next_action_at=None,
             credit_hold="lifted" if case.credit_hold == "placed" else case.credit_hold,
+            overdue_minor=0,
+            priority=0,
         )
         if case.credit_hold == "placed":
             await self.repo.add_timeline(session, case.case_id, now, "credit_hold_lifted", SYSTEM, {})
@@ -237,6 +604,9 @@ class CaseService:
             session, case.case_id, now, "case_resolved", SYSTEM, {"account_version": account.version}
         )
         await self._emit(session, "collections.case.resolved", case.case_id, account.account_id, now, status=status)
+        template = self.policy.agreements.thank_you_template
+        if template:
+            await self._confirm(session, case.case_id, account, "thank_you", "resolved", template, {}, now)
 
     # ------------------------------------------------------------------ outputs
 
@@ -261,7 +631,9 @@ class CaseService:
                 {"level": level.name, "channel": channel, "reason": reason},
             )
             return
-        notification_id = f"{case_id}:{level.name}:{channel}"
+        # One per level and channel for the debt whose age reached it (a payment that leaves a younger
+        # debt lets the level fire again for that debt; a replay of the same one is deduplicated).
+        notification_id = f"{case_id}:{level.name}:{account.oldest_due_date}:{channel}"
         request = NotificationRequested(
             notification_id=notification_id,
             case_id=case_id,
@@ -305,7 +677,13 @@ class CaseService:
 
     def variables(self, case_id: str, level: Level, account: AccountUpdated, now: datetime) -> dict[str, Any]:
         customer = account.customer
-        locale = customer.language if customer else "en"
+        out = self._base_variables(case_id, account, customer.language if customer else "en")
+        out["level"] = level.name
+        out["deadline"] = (now.date() + timedelta(days=14)).isoformat()
+        return out
+
+    def _base_variables(self, case_id: str, account: AccountUpdated, locale: str) -> dict[str, Any]:
+        customer = account.customer
         totals = [
             {
                 "currency": b.currency,
@@ -317,7 +695,6 @@ class CaseService:
         ]
         return {
             "customer_name": customer.name if customer else "",
-            "level": level.name,
             "invoices": [
                 {
                     "number": inv.invoice_number,
@@ -332,9 +709,64 @@ class CaseService:
             "totals": totals,
             "total_due": ", ".join(str(t["formatted"]) for t in totals),
             "max_days_past_due": account.max_days_past_due,
-            "deadline": (now.date() + timedelta(days=14)).isoformat(),
             "payment_link": self.payment_link_template.format(account_id=account.account_id, case_id=case_id),
         }
+
+    async def _confirm(
+        self,
+        session: AsyncSession,
+        case_id: str,
+        account: AccountUpdated,
+        kind: str,
+        ref: str,
+        template: str,
+        extra: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """A written confirmation (promise, payment plan) or thank-you, on the policy's channels."""
+        customer = account.customer
+        for channel in self.policy.agreements.channels:
+            if customer is None or (channel == "email" and not (customer.email and customer.consent.email)):
+                continue
+            if channel == "sms" and not (customer.phone and customer.consent.sms):
+                continue
+            notification_id = f"{case_id}:{kind}:{ref}:{channel}"
+            variables = {**self._base_variables(case_id, account, customer.language), "kind": kind, **extra}
+            request = NotificationRequested(
+                notification_id=notification_id,
+                case_id=case_id,
+                account_id=account.account_id,
+                channel=channel,
+                template=template,
+                locale=customer.language,
+                recipient=Recipient(
+                    email=customer.email if channel == "email" else None,
+                    phone=customer.phone if channel == "sms" else None,
+                    timezone=customer.timezone,
+                ),
+                variables=variables,
+                expires_at=now + self.notification_ttl,
+            )
+            await self.outbox.add(
+                session,
+                NOTIFICATIONS,
+                new_event(
+                    type="collections.notification.requested",
+                    source=SOURCE,
+                    subject=account.account_id,
+                    data=request,
+                    time=now,
+                    id=notification_id,
+                ),
+            )
+            await self.repo.add_timeline(
+                session,
+                case_id,
+                now,
+                "notification_requested",
+                SYSTEM,
+                {"notification_id": notification_id, "channel": channel, "template": template, "kind": kind},
+            )
 
     async def _emit(
         self, session: AsyncSession, type_: str, case_id: str, account_id: str, now: datetime, **fields: Any
@@ -351,7 +783,9 @@ class CaseService:
         if case is None:
             raise NotFoundError(f"no case {case_id!r}")
         account = await self.repo.account(session, case.account_id)
-        return self._view(case, account.state if account else None)
+        view = self._view(case, account.state if account else None)
+        view.update(await self.repo.agreements(session, case_id))
+        return view
 
     async def for_account(self, session: AsyncSession, account_id: str) -> dict[str, Any]:
         case = await self.repo.open_case(session, account_id) or await self.repo.latest_case_for_account(
@@ -359,8 +793,7 @@ class CaseService:
         )
         if case is None:
             raise NotFoundError(f"no case for account {account_id!r}")
-        account = await self.repo.account(session, account_id)
-        return self._view(case, account.state if account else None)
+        return await self.get(session, case.case_id)
 
     async def timeline(self, session: AsyncSession, case_id: str) -> list[dict[str, Any]]:
         if await self.repo.get_case(session, case_id) is None:
@@ -370,10 +803,90 @@ class CaseService:
             for r in await self.repo.timeline(session, case_id)
         ]
 
-    async def list(
-        self, session: AsyncSession, status: str | None, limit: int, after: str | None
-    ) -> list[dict[str, Any]]:
-        return [self._view(r, None) for r in await self.repo.list_cases(session, status, limit, after)]
+    async def worklist(self, session: AsyncSession, query: WorklistQuery) -> dict[str, Any]:
+        after: tuple[Any, str] | None = None
+        if query.cursor:
+            after = _decode_cursor(query.cursor, query.sort)
+        statuses: list[str] = [query.status] if query.status else list(ACTIVE)
+        rows = await self.repo.list_cases(
+            session,
+            statuses=statuses,
+            stage=query.stage,
+            tier=query.tier,
+            assignee=query.assignee,
+            currency=query.currency,
+            min_amount_minor=query.min_amount_minor,
+            sort=query.sort,
+            after=after,
+            limit=query.limit + 1,
+        )
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        items = [self._view(r, None) for r in rows]
+        cursor = None
+        if more and rows:
+            last = rows[-1]
+            cursor = _encode_cursor(
+                last.priority if query.sort == "priority" else last.opened_at.isoformat(), last.case_id
+            )
+        return {"items": items, "next_cursor": cursor}
+
+    async def aging(self, session: AsyncSession) -> dict[str, Any]:
+        return {
+            "currencies": [
+                {
+                    "currency": r.currency,
+                    "accounts": int(r.accounts),
+                    "open_minor": int(r.open_minor),
+                    "overdue_minor": int(r.overdue_minor),
+                    "buckets": {
+                        "current": int(r.current),
+                        "d1_30": int(r.d1_30),
+                        "d31_60": int(r.d31_60),
+                        "d61_90": int(r.d61_90),
+                        "d90_plus": int(r.d90_plus),
+                    },
+                }
+                for r in await self.repo.aging(session)
+            ]
+        }
+
+    async def kpis(self, session: AsyncSession) -> dict[str, Any]:
+        by_stage: dict[str, int] = {}
+        by_status: dict[str, int] = {}
+        for r in await self.repo.case_counts(session):
+            by_status[r.status] = by_status.get(r.status, 0) + int(r.n)
+            if r.status not in CLOSED:
+                key = r.stage or "none"
+                by_stage[key] = by_stage.get(key, 0) + int(r.n)
+        promises = await self.repo.promise_counts(session)
+        settled = promises.get("kept", 0) + promises.get("broken", 0)
+        return {
+            "dso": [
+                {
+                    "currency": r.currency,
+                    "open_minor": int(r.open_minor),
+                    "days": round(float(Decimal(r.weighted_days) / Decimal(r.open_minor)), 1) if r.open_minor else None,
+                }
+                for r in await self.repo.dso(session)
+            ],
+            "promise_kept_rate": round(promises.get("kept", 0) / settled, 4) if settled else None,
+            "promises": promises,
+            "recovery_rate": [
+                {
+                    "currency": r.currency,
+                    "owed_at_open_minor": int(r.owed or 0),
+                    "recovered_minor": int(r.recovered or 0),
+                    "rate": round(int(r.recovered or 0) / int(r.owed), 4) if r.owed else None,
+                }
+                for r in await self.repo.recovery(session)
+            ],
+            # CEI needs receivables and credit sales per period, which the case manager does not
+            # keep (it sees account snapshots, not the ledger's history): reported as not available.
+            "collection_effectiveness_index": None,
+            "cases_by_stage": by_stage,
+            "cases_by_status": by_status,
+        }
 
     @staticmethod
     def _view(case: Row[Any], state: dict[str, Any] | None) -> dict[str, Any]:
@@ -384,9 +897,15 @@ class CaseService:
             "stage": case.stage,
             "opened_at": case.opened_at,
             "closed_at": case.closed_at,
+            "closed_reason": case.closed_reason,
             "next_action_at": case.next_action_at,
+            "paused_until": case.paused_until,
             "assignee": case.assignee,
             "credit_hold": case.credit_hold,
+            "tier": case.tier,
+            "currency": case.currency,
+            "overdue_minor": case.overdue_minor,
+            "priority": case.priority,
             "version": case.version,
         }
         if state is not None:
@@ -394,3 +913,30 @@ class CaseService:
             out["balances"] = state.get("balances", [])
             out["risk"] = state.get("risk")
         return out
+
+
+@dataclass(frozen=True)
+class WorklistQuery:
+    status: str | None = None
+    stage: str | None = None
+    tier: str | None = None
+    assignee: str | None = None
+    currency: str | None = None
+    min_amount_minor: int | None = None
+    sort: str = "priority"
+    cursor: str | None = None
+    limit: int = 50
+
+
+def _encode_cursor(key: int | str, case_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([key, case_id]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
+    try:
+        key, case_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if sort == "priority":
+            return int(key), str(case_id)
+        return datetime.fromisoformat(str(key)), str(case_id)
+    except (ValueError, TypeError) as exc:
+        raise PermanentError("cursor is not one this API handed out (or the sort changed)") from exc

@@ -38,22 +38,22 @@ CaseCommand = Literal[
     "write_off",
 ]
 
-_ACTIVE: tuple[Status, ...] = ("open", "promised", "payment_plan", "disputed", "paused", "escalated_external")
+ACTIVE: tuple[Status, ...] = ("open", "promised", "payment_plan", "disputed", "paused", "escalated_external")
 
 TRANSITIONS: dict[CaseCommand, dict[Status, Status]] = {
     "promise": {"open": "promised", "paused": "promised"},
-    "promise_kept": {"promised": "resolved"},
+    "promise_kept": {"promised": "open"},
     "promise_broken": {"promised": "open"},
     "plan": {"open": "payment_plan", "promised": "payment_plan", "paused": "payment_plan"},
-    "plan_completed": {"payment_plan": "resolved"},
+    "plan_completed": {"payment_plan": "open"},
     "plan_defaulted": {"payment_plan": "open"},
     "dispute": dict.fromkeys(("open", "promised", "payment_plan", "paused", "disputed"), "disputed"),
     "dispute_resolved": {"disputed": "open"},
     "pause": {"open": "paused", "promised": "paused"},
     "resume": {"paused": "open"},
     "escalate": dict.fromkeys(("open", "promised", "payment_plan", "paused"), "escalated_external"),
-    "pay_in_full": dict.fromkeys(_ACTIVE, "resolved"),
-    "write_off": dict.fromkeys(_ACTIVE, "written_off"),
+    "pay_in_full": dict.fromkeys(ACTIVE, "resolved"),
+    "write_off": dict.fromkeys(ACTIVE, "written_off"),
 }
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Channel = Literal["email", "sms", "call_task", "letter"]
 Action = Literal["late_fee", "credit_hold", "notice_of_intent", "external_handoff"]
+Tier = Literal["low", "medium", "high", "critical"]
 
 
 class Level(BaseModel):
@@ -26,15 +27,15 @@ class Level(BaseModel):
     )
 
 
-class Policy(BaseModel):
+class Ladder(BaseModel):
+    """An ordered list of levels (the default ladder, or a variant's)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: int = Field(ge=1)
-    name: str
     levels: list[Level] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> Policy:
+    def _ordered(self) -> Ladder:
         days = [lv.day for lv in self.levels]
         if days != sorted(days) or len(set(days)) != len(days):
             raise ValueError("levels must have strictly increasing days")
@@ -63,6 +64,56 @@ class Policy(BaseModel):
             if lv.name == name:
                 return lv
         raise KeyError(name)
+
+
+class Variant(Ladder):
+    """A ladder for some risk tiers and/or customer segments (empty list: any)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,32}$")
+    tiers: list[Tier] = []
+    segments: list[str] = []
+
+    def matches(self, tier: str | None, segment: str | None) -> bool:
+        return (not self.tiers or tier in self.tiers) and (not self.segments or segment in self.segments)
+
+
+class Agreements(BaseModel):
+    """Written confirmations and the grace given to promises and installments."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: list[Literal["email", "sms"]] = ["email"]
+    promise_template: str | None = Field(default="promise_confirmation", pattern=r"^[a-z0-9_]{1,64}$")
+    plan_template: str | None = Field(default="payment_plan_confirmation", pattern=r"^[a-z0-9_]{1,64}$")
+    thank_you_template: str | None = Field(default="thank_you", pattern=r"^[a-z0-9_]{1,64}$")
+    promise_grace_days: int = Field(default=1, ge=0, le=30)
+    installment_grace_days: int = Field(default=1, ge=0, le=30)
+    max_promise_days: int = Field(default=60, ge=1, le=365)
+
+
+class Policy(Ladder):
+    version: int = Field(ge=1)
+    name: str
+    variants: list[Variant] = []
+    agreements: Agreements = Agreements()
+
+    @model_validator(mode="after")
+    def _variants_share_names(self) -> Policy:
+        names = [lv.name for lv in self.levels]
+        for variant in self.variants:
+            if [lv.name for lv in variant.levels] != names:
+                raise ValueError(
+                    f"variant {variant.name!r} must have the same level names, in the same order, as levels: "
+                    + ", ".join(names)
+                )
+        return self
+
+    def ladder(self, tier: str | None, segment: str | None) -> Ladder:
+        """The first variant that matches the account's risk tier and segment, else the default ladder."""
+        for variant in self.variants:
+            if variant.matches(tier, segment):
+                return variant
+        return self
 
 
 class PolicyError(ValueError):

@@ -1,0 +1,303 @@
+"""Case manager timers: N due timers fired by two sweeper processes (replicas), each exactly once,
+and their notifications requested (written to the outbox); plus the worklist query's p99 over
+1,000,000 cases.
+
+``python -m bench.case_manager_timers`` (needs nothing running: uses ``$DATABASE_URL``'s server or
+an embedded PostgreSQL). ``ARREARS_BENCH_TIMERS`` (default 20000; the target is 100000) and ``ARREARS_BENCH_CASES``
+(default 1000000) size it. The tests reuse :func:`seed_due_accounts` and the ``worker`` command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from arrears_case_manager.cases.repository import CaseRepository
+from arrears_case_manager.cases.service import CaseService
+from arrears_case_manager.cases.state import ACTIVE
+from arrears_case_manager.cases.sweeper import Sweeper
+from arrears_case_manager.models import accounts, outbox, timeline
+from arrears_case_manager.policy.models import load_policy
+from arrears_shared.clock import FixedClock
+from arrears_shared.db import make_sessionmaker
+from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.settings import async_database_url
+
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+
+
+def _state(account_id: str, due: date) -> dict[str, Any]:
+    days = (NOW.date() - due).days
+    return {
+        "account_id": account_id,
+        "version": 1,
+        "as_of": NOW.isoformat(),
+        "customer": {
+            "account_id": account_id,
+            "name": "Bench Customer",
+            "email": f"{account_id.lower()}@example.com",
+            "country": "DE",
+            "timezone": "Europe/Berlin",
+            "language": "de",
+            "consent": {"email": True, "sms": False},
+        },
+        "open_invoices": [
+            {
+                "invoice_id": f"{account_id}-1",
+                "invoice_number": f"R-{account_id}",
+                "currency": "EUR",
+                "amount_minor": 12_345,
+                "open_minor": 12_345,
+                "issue_date": (due - timedelta(days=30)).isoformat(),
+                "due_date": due.isoformat(),
+                "days_past_due": days,
+            }
+        ],
+        "balances": [{"currency": "EUR", "open_minor": 12_345, "overdue_minor": 12_345, "buckets": {"d1_30": 12_345}}],
+        "oldest_due_date": due.isoformat(),
+        "max_days_past_due": days,
+        "risk": {"probability": 0.3, "tier": "medium", "model_version": "bench", "reasons": []},
+    }
+
+
+async def seed_due_accounts(url: str, n: int, prefix: str) -> None:
+    """``n`` accounts 2 days overdue (level overdue_1: one email each) whose timers are due."""
+    engine = create_async_engine(async_database_url(url))
+    due = NOW.date() - timedelta(days=2)
+    try:
+        async with engine.begin() as conn:
+            for start in range(0, n, 5000):
+                rows = [
+                    {
+                        "account_id": f"{prefix}{i:07d}",
+                        "version": 1,
+                        "state": _state(f"{prefix}{i:07d}", due),
+                        "wake_at": NOW - timedelta(minutes=1),
+                        "updated_at": NOW,
+                    }
+                    for i in range(start, min(n, start + 5000))
+                ]
+                await conn.execute(insert(accounts), rows)
+    finally:
+        await engine.dispose()
+
+
+async def _sweep_all(url: str, batch: int) -> int:
+    engine = create_async_engine(async_database_url(url), pool_size=2)
+    service = CaseService(Outbox(outbox), FixedClock(NOW), load_policy(None), "https://pay.example/{account_id}")
+    sweeper = Sweeper(service, make_sessionmaker(engine), interval=0.05, batch=batch)
+    fired = 0
+    idle = 0
+    try:
+        while idle < 3:
+            n = await sweeper.sweep_once()
+            fired += n
+            idle = 0 if n else idle + 1
+            if not n:
+                await asyncio.sleep(0.05)
+    finally:
+        await engine.dispose()
+    return fired
+
+
+def worker(url: str, batch: int = 200) -> None:
+    fired = asyncio.run(_sweep_all(url, batch))
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"fired={fired} max_rss_mb={rss_mb:.0f}", flush=True)
+
+
+def run_replicas(url: str, replicas: int = 2) -> tuple[list[int], list[float], float]:
+    """Start ``replicas`` sweeper processes at once; (fired per process, max RSS MB each, seconds)."""
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.case_manager_timers", "worker", url],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        for _ in range(replicas)
+    ]
+    fired: list[int] = []
+    rss: list[float] = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"sweeper exited with {proc.returncode}")
+        fields: dict[str, str] = {}
+        for part in out.split():
+            name, _, value = part.partition("=")
+            fields[name] = value
+        fired.append(int(fields["fired"]))
+        rss.append(float(fields["max_rss_mb"]))
+    return fired, rss, time.perf_counter() - start
+
+
+async def counts(url: str, prefix: str) -> dict[str, int]:
+    engine = create_async_engine(async_database_url(url))
+    try:
+        async with engine.connect() as conn:
+            stages = (await conn.execute(select(func.count()).where(timeline.c.kind == "stage_changed"))).scalar_one()
+            notes = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*), count(DISTINCT convert_from(payload, 'UTF8')::jsonb->>'id') "
+                        "FROM case_manager.outbox WHERE topic = 'collections.notifications.v1' AND key LIKE :p"
+                    ),
+                    {"p": prefix + "%"},
+                )
+            ).one()
+            still_due = (await conn.execute(select(func.count()).where(accounts.c.wake_at <= NOW))).scalar_one()
+        return {
+            "stage_changes": int(stages),
+            "notifications": int(notes[0]),
+            "distinct_notifications": int(notes[1]),
+            "still_due": int(still_due),
+        }
+    finally:
+        await engine.dispose()
+
+
+async def worklist_p99(url: str, n_cases: int, queries: int = 400) -> dict[str, float]:
+    engine = create_async_engine(async_database_url(url), pool_size=2)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    """
+                    INSERT INTO case_manager.cases
+                      (case_id, account_id, status, stage, opened_at, tier, currency, overdue_minor,
+                       opened_overdue_minor, priority, assignee)
+                    SELECT 'wl-' || g, 'wl-acc-' || g,
+                           (ARRAY['open','open','open','promised','payment_plan','disputed','paused',
+                                  'resolved'])[1 + g % 8],
+                           (ARRAY['due','overdue_1','overdue_7','overdue_14','overdue_30'])[1 + g % 5],
+                           now() - (g % 400) * interval '1 day',
+                           (ARRAY['low','medium','high','critical'])[1 + g % 4],
+                           (ARRAY['EUR','USD','GBP','JPY'])[1 + g % 4],
+                           (g * 7919) % 10000000, (g * 7919) % 10000000,
+                           (g * 104729) % 100000000,
+                           'collector-' || (g % 50)
+                    FROM generate_series(1::bigint, CAST(:n AS bigint)) g
+                    """
+                ),
+                {"n": n_cases},
+            )
+            await conn.execute(text("ANALYZE case_manager.cases"))
+        repo = CaseRepository()
+        sessionmaker = make_sessionmaker(engine)
+        rng = random.Random(7)
+        timings: list[float] = []
+        by_filter: dict[str, list[float]] = {}
+        filters: list[dict[str, Any]] = [
+            {},
+            {"statuses": ["open"]},
+            {"tier": "critical"},
+            {"assignee": "collector-7"},
+            {"currency": "USD", "min_amount_minor": 5_000_000},
+            {"stage": "overdue_30", "tier": "high"},
+        ]
+        async with sessionmaker() as session:
+            for i in range(queries):
+                f = dict(filters[i % len(filters)])
+                sort = "age" if i % 5 == 4 else "priority"
+                after: tuple[Any, str] | None = None
+                if i % 3 == 2:
+                    after = (
+                        (rng.randrange(100_000_000), "wl-1")
+                        if sort == "priority"
+                        else (NOW - timedelta(days=rng.randrange(400)), "wl-1")
+                    )
+                start = time.perf_counter()
+                await repo.list_cases(
+                    session,
+                    statuses=f.pop("statuses", list(ACTIVE)),
+                    stage=f.pop("stage", None),
+                    tier=f.pop("tier", None),
+                    assignee=f.pop("assignee", None),
+                    currency=f.pop("currency", None),
+                    min_amount_minor=f.pop("min_amount_minor", None),
+                    sort=sort,
+                    after=after,
+                    limit=50,
+                )
+                elapsed = (time.perf_counter() - start) * 1000
+                timings.append(elapsed)
+                by_filter.setdefault(f"{filters[i % len(filters)]}/{sort}", []).append(elapsed)
+        timings.sort()
+        for name, values in sorted(by_filter.items()):
+            print(f"  {name}: max {max(values):.1f} ms, median {statistics.median(values):.1f} ms")
+        return {
+            "p50_ms": statistics.median(timings),
+            "p99_ms": timings[int(len(timings) * 0.99) - 1],
+            "max_ms": timings[-1],
+        }
+    finally:
+        await engine.dispose()
+
+
+def _database() -> tuple[str, Any]:
+    from arrears_dev.stack import EmbeddedPostgres, create_database, free_port, with_database
+
+    given = os.environ.get("DATABASE_URL")
+    pg = None
+    if given:
+        admin = with_database(given, "postgres")
+    else:
+        pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="bench-pg-")), free_port())
+        pg.start()
+        admin = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+    name = f"bench_cases_{os.getpid()}"
+    create_database(admin, name)
+    return with_database(admin, name), pg
+
+
+def main() -> None:
+    from arrears_case_manager.main import cli as _unused  # noqa: F401  (the package imports cleanly)
+    from arrears_shared.migrations import upgrade
+
+    n_timers = int(os.environ.get("ARREARS_BENCH_TIMERS", "20000"))
+    n_cases = int(os.environ.get("ARREARS_BENCH_CASES", "1000000"))
+    url, pg = _database()
+    try:
+        upgrade(
+            Path(__file__).resolve().parents[1] / "services/case_manager/arrears_case_manager/migrations",
+            async_database_url(url),
+            "case_manager",
+        )
+        print(f"load: {os.getloadavg()}")
+        if n_timers:
+            asyncio.run(seed_due_accounts(url, n_timers, "B"))
+            fired, rss, seconds = run_replicas(url, 2)
+            c = asyncio.run(counts(url, "B"))
+            print(
+                f"timers: {n_timers} due timers fired by 2 sweeper processes in {seconds:.1f} s "
+                f"({n_timers / seconds:.0f}/s); fired per process {fired}; max RSS per process {rss} MB; {c}"
+            )
+        if n_cases:
+            result = asyncio.run(worklist_p99(url, n_cases))
+            print(f"worklist over {n_cases} cases (+ the timers' cases), 400 queries, limit 50: {result}")
+        print(f"load after: {os.getloadavg()}")
+    finally:
+        if pg is not None:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "worker":
+        worker(sys.argv[2])
+    else:
+        main()
