@@ -66,6 +66,7 @@ def up(detach: bool = typer.Option(False, "--detach", "-d", help="Start in the b
         typer.echo(f"sms sink   http://127.0.0.1:{ports.sms}/messages (Twilio-compatible API)")
         env = service_env(database_url, ports)
         migrate_all(env)
+        cases_key = create_dev_cases_key(env)
         created = create_topics(f"127.0.0.1:{ports.broker}")
         typer.echo(f"topics     {len(created)} created")
         services = start_services(env, ports, VAR / "log")
@@ -80,6 +81,9 @@ def up(detach: bool = typer.Option(False, "--detach", "-d", help="Start in the b
             }
         )
         typer.echo(f"logs       {VAR / 'log'}")
+        typer.echo(f"case API   bearer key for local use (all scopes): {cases_key}")
+        (VAR / "run").mkdir(parents=True, exist_ok=True)
+        (VAR / "run" / "cases-key").write_text(cases_key + "\n")
     except BaseException:
         for proc in reversed(procs):
             stop_process(proc)
@@ -112,6 +116,33 @@ def up(detach: bool = typer.Option(False, "--detach", "-d", help="Start in the b
         pg.stop()
     STATE.unlink(missing_ok=True)
     typer.echo("stopped")
+
+
+def create_dev_cases_key(env: dict[str, str]) -> str:
+    """A case-manager API key with every scope, for the local stack only (printed and kept in var/run)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arrears_case_manager.cli",
+            "keys",
+            "create",
+            "--name",
+            "local-dev-stack",
+            "--scope",
+            "cases:read",
+            "--scope",
+            "cases:write",
+            "--scope",
+            "admin",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    token: str = json.loads(out.stdout)["token"]
+    return token
 
 
 @app.command()
