@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,24 @@ class PermanentSendError(Exception):
         self.hard_bounce = hard_bounce
 
 
+class OutcomeUnknown(Exception):
+    """Whether the provider accepted a message cannot be found out."""
+
+
 class Channel(ABC):
     name: str
 
     @abstractmethod
     async def send(self, message: Message) -> SendResult:
         """Hand ``message`` to the provider; raise Transient/PermanentSendError on failure."""
+
+    async def lookup(self, message: Message, since: datetime) -> SendResult | None:
+        """Ask the provider whether it already accepted ``message`` (sent at or after ``since``).
+
+        Returns the provider's result if it did, None if it certainly did not; raises
+        :class:`OutcomeUnknown` when the provider cannot tell (SMTP has no such query).
+        """
+        raise OutcomeUnknown(f"{self.name} provider cannot be asked what it accepted")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
