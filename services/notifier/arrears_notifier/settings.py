@@ -42,3 +42,17 @@ class NotifierSettings(CommonSettings):
     dispatch_concurrency: int = Field(default=50, ge=1, validation_alias="ARREARS_NOTIFIER_CONCURRENCY")
     dispatch_poll_seconds: float = Field(default=1.0, gt=0, validation_alias="ARREARS_NOTIFIER_POLL_SECONDS")
     max_attempts: int = Field(default=6, ge=1, validation_alias="ARREARS_NOTIFIER_MAX_ATTEMPTS")
+    stale_sending_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        validation_alias="ARREARS_NOTIFIER_STALE_SENDING_SECONDS",
+        description="A send not recorded after this long belongs to a dead process and is reconciled. "
+        "Keep it well above the provider timeouts.",
+    )
+    breaker_threshold: int = Field(
+        default=5, ge=1, validation_alias="ARREARS_NOTIFIER_BREAKER_THRESHOLD", description="Failures in a row."
+    )
+    breaker_cool_down_seconds: float = Field(
+        default=30.0, gt=0, validation_alias="ARREARS_NOTIFIER_BREAKER_COOL_DOWN_SECONDS"
+    )
+    sms_timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="ARREARS_SMS_TIMEOUT_SECONDS")

@@ -26,13 +26,19 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from arrears_notifier.channels.base import Channel, Message, PermanentSendError, TransientSendError
+from arrears_notifier.channels.base import (
+    Channel,
+    Message,
+    OutcomeUnknown,
+    PermanentSendError,
+    TransientSendError,
+)
 from arrears_notifier.deliveries.repository import DeliveryRepository
 from arrears_notifier.deliveries.rules import next_window_start
 from arrears_notifier.templates.render import Renderer
 from arrears_shared.clock import Clock
 from arrears_shared.events.envelope import CloudEvent, new_event
-from arrears_shared.events.v1 import DeliveryUpdated, NotificationRequested
+from arrears_shared.events.v1 import CaseEvent, DeliveryUpdated, NotificationRequested
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.topics import DELIVERIES
 
@@ -41,6 +47,35 @@ SOURCE = "arrears/notifier"
 # A send that has not recorded its outcome after this long belongs to a process that died
 # (the providers' own timeouts are far shorter).
 STALE_SENDING = timedelta(minutes=2)
+
+# Twilio's message statuses in the order they happen; a callback never moves a message back.
+PROVIDER_STATUS_RANK = {
+    "accepted": 0,
+    "scheduled": 0,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "read": 5,
+}
+TERMINAL = frozenset({"delivered", "failed", "suppressed"})
+# Error codes that mean the number cannot receive SMS at all: unknown destination, landline.
+SMS_HARD_BOUNCE_CODES = frozenset({"30005", "30006"})
+STOP_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "QUIT", "END", "REVOKE", "OPT OUT", "OPTOUT", "CANCEL", "UNSUBSCRIBE", "STOP ALL"}
+)
+START_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
+OPT_OUT_REASON = "sms opt-out keyword"
+
+
+@dataclass(frozen=True)
+class StatusCallback:
+    notification_id: str
+    message_sid: str | None
+    status: str
+    error_code: str | None
 
 
 @dataclass(frozen=True)
@@ -72,7 +107,12 @@ class LinkSigner:
         good = hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()[:32]
         if not hmac.compare_digest(mac, good):
             return None
-        channel, _, hashed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode().partition(":")
+        try:
+            channel, _, hashed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if channel not in ("email", "sms") or len(hashed) != 64:
+            return None
         return channel, hashed
 
 
@@ -131,12 +171,18 @@ class DeliveryService:
         to_send = []
         for row in await self.repo.claim_due(session, now, limit):
             if await self._allowed(session, row, now):
-                await self.repo.set(session, row.notification_id, now, status="sending", attempts=row.attempts + 1)
+                await self.repo.set(
+                    session, row.notification_id, now, status="sending", attempts=row.attempts + 1, claimed_at=now
+                )
                 to_send.append(row)
         return to_send
 
     async def _allowed(self, session: AsyncSession, row: Row[Any], now: datetime) -> bool:
         address = row.recipient.get("email" if row.channel == "email" else "phone")
+        closed = await self.repo.case_closed(session, row.case_id)
+        if closed is not None:
+            await self._finish(session, row, now, "suppressed", f"case {closed}")
+            return False
         if row.expires_at is not None and row.expires_at <= now:
             await self._finish(session, row, now, "suppressed", "expired before it could be delivered")
             return False
@@ -193,15 +239,7 @@ class DeliveryService:
         now = self.clock.now()
         async with sessionmaker() as session, session.begin():
             if status == "sent":
-                await self.repo.set(
-                    session,
-                    row.notification_id,
-                    now,
-                    status="sent",
-                    sent_at=now,
-                    provider_message_id=provider_id,
-                    reason=None,
-                )
+                await self.repo.record_sent(session, row.notification_id, now, provider_id)
                 await self._report(session, row, now, "sent", None, provider_id)
             elif status == "pending":
                 await self.repo.set(
@@ -215,15 +253,116 @@ class DeliveryService:
                     )
                 await self._finish(session, row, now, "failed", reason)
 
-    async def recover(self, session: AsyncSession, stale_after: timedelta, limit: int = 500) -> int:
-        """Rows left in ``sending`` by a process that died: never resent, reported as failed."""
+    async def recover(self, session: AsyncSession, stale_after: timedelta, limit: int = 100) -> int:
+        """Rows left in ``sending`` by a process that died between claiming and recording.
+
+        The provider is asked whether it accepted the message (the SMS API can list what it
+        took; SMTP cannot be asked). Accepted: recorded as sent. Certainly not accepted: pending
+        again, so it is sent once. Cannot tell: reported failed "outcome unknown", never resent.
+        """
         now = self.clock.now()
         rows = await self.repo.stale_sending(session, now - stale_after, limit)
         for row in rows:
-            await self._finish(
-                session, row, now, "failed", "outcome unknown: the sender stopped during the provider call; not resent"
-            )
+            try:
+                message = self._message(row)
+                since = row.claimed_at or row.updated_at
+                found = await self.channels[row.channel].lookup(message, since - timedelta(seconds=5))
+            except OutcomeUnknown:
+                await self._finish(
+                    session,
+                    row,
+                    now,
+                    "failed",
+                    "outcome unknown: the sender stopped during the provider call; not resent",
+                )
+                continue
+            except Exception as exc:  # provider unreachable: ask again on the next sweep
+                log.warning(
+                    "recovery lookup failed: %s", type(exc).__name__, extra={"notification_id": row.notification_id}
+                )
+                continue
+            if found is not None:
+                await self.repo.record_sent(session, row.notification_id, now, found.provider_message_id)
+                await self._report(session, row, now, "sent", None, found.provider_message_id)
+            else:
+                await self.repo.set(
+                    session,
+                    row.notification_id,
+                    now,
+                    status="pending",
+                    next_attempt_at=now,
+                    reason="resending: the provider never received it",
+                )
         return len(rows)
+
+    # ------------------------------------------------------------------ cases, webhooks, opt-outs
+
+    async def on_case_closed(self, session: AsyncSession, event: CloudEvent, data: CaseEvent) -> None:
+        """A resolved or written-off case: suppress what is still waiting, and anything later."""
+        now = self.clock.now()
+        reason = event.type.rsplit(".", 1)[-1].replace("_", " ")
+        await self.repo.close_case(session, data.case_id, reason, now)
+        for row in await self.repo.pending_for_case(session, data.case_id):
+            await self._finish(session, row, now, "suppressed", f"case {reason}")
+
+    async def on_status_callback(self, session: AsyncSession, callback: StatusCallback) -> str:
+        """Apply a provider status callback. Repeats and callbacks older than what is known change nothing."""
+        now = self.clock.now()
+        row = await self.repo.get_for_update(session, callback.notification_id)
+        if row is None or row.channel != "sms":
+            return "unknown notification"
+        if row.provider_message_id and callback.message_sid and row.provider_message_id != callback.message_sid:
+            return "not this notification's message"
+        new_rank = PROVIDER_STATUS_RANK.get(callback.status)
+        if new_rank is None:
+            return "status not tracked"
+        if new_rank <= PROVIDER_STATUS_RANK.get(row.provider_status or "", -1) or row.status in TERMINAL:
+            return "already known"
+        values: dict[str, Any] = {"provider_status": callback.status}
+        if callback.message_sid and not row.provider_message_id:
+            values["provider_message_id"] = callback.message_sid
+        status: str | None = None
+        reason: str | None = None
+        if callback.status == "delivered":
+            status = "delivered"
+        elif callback.status in ("undelivered", "failed"):
+            status = "failed"
+            reason = f"provider reported {callback.status}" + (
+                f" (error {callback.error_code})" if callback.error_code else ""
+            )
+            if callback.error_code in SMS_HARD_BOUNCE_CODES:
+                await self.repo.suppress(
+                    session, "sms", address_hash("sms", row.recipient.get("phone", "")), "hard bounce", now
+                )
+        if status is not None:
+            values.update(status=status, reason=reason, next_attempt_at=None)
+            if row.sent_at is None:
+                values["sent_at"] = now
+        await self.repo.set(session, row.notification_id, now, **values)
+        if status is not None:
+            await self._report(session, row, now, status, reason, callback.message_sid or row.provider_message_id)
+        return status or callback.status
+
+    async def on_inbound_sms(self, session: AsyncSession, sender: str, body: str) -> str | None:
+        """STOP and its synonyms suppress the number; START and UNSTOP lift that (never a hard bounce)."""
+        keyword = " ".join(body.strip().upper().split())
+        hashed = address_hash("sms", sender)
+        if keyword in STOP_KEYWORDS:
+            await self.repo.suppress(session, "sms", hashed, OPT_OUT_REASON, self.clock.now())
+            return "opted out"
+        if keyword in START_KEYWORDS:
+            await self.repo.unsuppress(session, "sms", hashed, [OPT_OUT_REASON])
+            return "opted in"
+        return None
+
+    async def unsubscribe(self, session: AsyncSession, token: str) -> str:
+        """Suppress the address a signed unsubscribe link names; raises ValueError for a bad link."""
+        verified = self.signer.verify(token)
+        if verified is None:
+            raise ValueError("this unsubscribe link is not valid")
+        channel, hashed = verified
+        await self.repo.suppress(session, channel, hashed, "unsubscribe link", self.clock.now())
+        return channel
 
     def _message(self, row: Row[Any]) -> Message:
         address = row.recipient["email"] if row.channel == "email" else row.recipient["phone"]
@@ -285,7 +424,9 @@ class Dispatcher:
         concurrency: int,
         poll_seconds: float,
         on_commit: Any = None,
+        stale_after: timedelta = STALE_SENDING,
     ) -> None:
+        self.stale_after = stale_after
         self.service = service
         self.sessionmaker = sessionmaker
         self.concurrency = concurrency
@@ -320,10 +461,10 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             try:
-                if loop.time() - recovered_at > 30:
+                if loop.time() - recovered_at > min(30.0, self.stale_after.total_seconds()):
                     recovered_at = loop.time()
                     async with self.sessionmaker() as session, session.begin():
-                        await self.service.recover(session, STALE_SENDING)
+                        await self.service.recover(session, self.stale_after)
                 n = await self.dispatch_once()
             except Exception:
                 log.exception("dispatch failed; retrying")

@@ -57,7 +57,7 @@ def _format_date(value: Any, locale: str) -> str:
         try:
             value = date.fromisoformat(value[:10])
         except ValueError:
-            return value
+            return str(value)
     if not isinstance(value, date):
         return str(value)
     return str(format_date(value, format="long", locale=_babel_locale(locale)))
@@ -130,4 +130,3 @@ class Renderer:
         text = text_tpl.render({**values, "part": "text"}).strip() + "\n"
         html = html_tpl.render({**values, "part": "html"}).strip() or None
         return Rendered(subject, text, html)
-
