@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from arrears_shared.settings import CommonSettings
 
@@ -56,3 +58,9 @@ class NotifierSettings(CommonSettings):
         default=30.0, gt=0, validation_alias="ARREARS_NOTIFIER_BREAKER_COOL_DOWN_SECONDS"
     )
     sms_timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="ARREARS_SMS_TIMEOUT_SECONDS")
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.window_start_hour >= self.window_end_hour:
+            raise ValueError("ARREARS_CONTACT_WINDOW_START must be before ARREARS_CONTACT_WINDOW_END")
+        return self
