@@ -222,7 +222,8 @@ async def test_callback_before_our_own_record_is_kept(
     req = new_request("sms")
     await submit(service, sessionmaker, req)
     async with sessionmaker() as session, session.begin():
-        await service.claim(session, 1000)  # marks it sending, as the dispatcher does before the call
+        await service.claim(session, 1000)
+        await service.repo.mark_sending(session, req.notification_id, service.clock.now())
     async with sessionmaker() as session, session.begin():
         assert (
             await service.on_status_callback(
@@ -425,6 +426,8 @@ async def test_recovery_asks_the_sms_provider_and_never_resends_blind(
         await submit(service, sessionmaker, req)
     async with sessionmaker() as session, session.begin():
         claimed = await service.claim(session, 1000)
+        for r in claimed:  # each handed to its provider, as deliver() does right before the call
+            await service.repo.mark_sending(session, r.notification_id, clock.now())
     by_id = {r.notification_id: r for r in claimed}
     # The provider accepted ``taken`` and the process died before recording it; ``lost`` and
     # ``mail`` were claimed but never reached their providers.

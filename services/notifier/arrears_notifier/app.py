@@ -35,6 +35,7 @@ def build_channels(settings: NotifierSettings) -> dict[str, Channel]:
             starttls=settings.smtp_starttls,
             username=settings.smtp_username,
             password=settings.smtp_password,
+            pool_size=settings.smtp_pool_size,
         ),
         TwilioSmsChannel(
             api_base=settings.sms_api_base,

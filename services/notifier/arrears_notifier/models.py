@@ -24,7 +24,8 @@ notifications = Table(
     Column("recipient", JSONB, nullable=False),
     Column("variables", JSONB, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=True),
-    # pending -> sending -> sent -> delivered | failed; pending (deferred: reason set) ; -> suppressed
+    # pending -> claimed -> sending -> sent -> delivered | failed; a deferral stays pending with a
+    # reason and a later next_attempt_at; suppressed is final (deliveries/service.py explains the states)
     Column("status", Text, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
@@ -42,7 +43,12 @@ Index("ix_notifier_due", notifications.c.next_attempt_at, postgresql_where=notif
 Index("ix_notifier_cap", notifications.c.account_id, notifications.c.channel, notifications.c.sent_at)
 Index("ix_notifier_provider_id", notifications.c.provider_message_id)
 Index("ix_notifier_case", notifications.c.case_id)
-Index("ix_notifier_sending", notifications.c.updated_at, postgresql_where=notifications.c.status == "sending")
+Index(
+    "ix_notifier_in_flight",
+    notifications.c.status,
+    notifications.c.updated_at,
+    postgresql_where=notifications.c.status.in_(["claimed", "sending"]),
+)
 
 # Addresses never to contact again (STOP keywords, unsubscribe links, hard bounces), kept hashed.
 suppressions = Table(

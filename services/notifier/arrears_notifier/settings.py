@@ -24,6 +24,12 @@ class NotifierSettings(CommonSettings):
     smtp_starttls: bool = Field(default=False, validation_alias="ARREARS_SMTP_STARTTLS")
     smtp_username: str | None = Field(default=None, validation_alias="ARREARS_SMTP_USERNAME")
     smtp_password: str | None = Field(default=None, validation_alias="ARREARS_SMTP_PASSWORD")
+    smtp_pool_size: int = Field(
+        default=4,
+        ge=1,
+        validation_alias="ARREARS_SMTP_POOL_SIZE",
+        description="SMTP connections kept open; also the most emails in flight at once.",
+    )
     mail_from: str = Field(default="collections@arrears.example", validation_alias="ARREARS_MAIL_FROM")
     sms_api_base: str = Field(
         default="http://127.0.0.1:8025",

@@ -26,6 +26,11 @@ class TransientSendError(Exception):
     """Worth retrying later (timeouts, 5xx, SMTP 4xx, 429)."""
 
 
+class AmbiguousSendError(Exception):
+    """The provider may or may not have taken the message (a timeout or a dropped connection after
+    the message was handed over). Never retried blindly: recovery asks the provider, or gives up."""
+
+
 class PermanentSendError(Exception):
     """Retrying cannot help (4xx, SMTP 5xx, invalid recipient). ``hard_bounce`` suppresses the address."""
 
@@ -40,6 +45,9 @@ class OutcomeUnknown(Exception):
 
 class Channel(ABC):
     name: str
+    # How many sends the dispatcher runs at once on this channel: every one of them is in the
+    # "sending" state, so this bounds what a crash can leave with an unknown outcome.
+    concurrency: int = 10
 
     @abstractmethod
     async def send(self, message: Message) -> SendResult:

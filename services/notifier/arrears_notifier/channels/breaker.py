@@ -8,7 +8,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from arrears_notifier.channels.base import Channel, Message, PermanentSendError, SendResult, TransientSendError
+from arrears_notifier.channels.base import (
+    AmbiguousSendError,
+    Channel,
+    Message,
+    PermanentSendError,
+    SendResult,
+    TransientSendError,
+)
 
 
 class CircuitOpen(TransientSendError):
@@ -60,12 +67,13 @@ class BreakingChannel(Channel):
         self.inner = inner
         self.breaker = breaker
         self.name = inner.name
+        self.concurrency = inner.concurrency
 
     async def send(self, message: Message) -> SendResult:
         self.breaker.before()
         try:
             result = await self.inner.send(message)
-        except TransientSendError:
+        except (TransientSendError, AmbiguousSendError):
             self.breaker.failure()
             raise
         except PermanentSendError:

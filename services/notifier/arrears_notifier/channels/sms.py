@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import httpx
 
 from arrears_notifier.channels.base import (
+    AmbiguousSendError,
     Channel,
     Message,
     PermanentSendError,
@@ -37,6 +38,7 @@ class TwilioSmsChannel(Channel):
         max_connections: int = 100,
     ) -> None:
         self.api_base = api_base.rstrip("/")
+        self.concurrency = max_connections
         self.url = f"{api_base.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self.sender = sender
         self.status_callback = status_callback
@@ -54,8 +56,10 @@ class TwilioSmsChannel(Channel):
             form["StatusCallback"] = f"{self.status_callback}?{urlencode({'nid': message.notification_id})}"
         try:
             response = await self.client.post(self.url, data=form)
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientSendError(f"SMS provider unreachable: {type(exc).__name__}") from None
+        except httpx.HTTPError as exc:  # the request went out; the answer did not come back
+            raise AmbiguousSendError(f"SMS provider did not answer: {type(exc).__name__}") from None
         if response.status_code in (200, 201):
             return SendResult(provider_message_id=str(response.json().get("sid")))
         code = None

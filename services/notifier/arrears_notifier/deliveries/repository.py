@@ -33,10 +33,12 @@ class DeliveryRepository:
         )
         return list(rows)
 
-    async def stale_sending(self, session: AsyncSession, before: datetime, limit: int) -> list[Row[Any]]:
+    async def stale_sending(
+        self, session: AsyncSession, before: datetime, limit: int, status: str = "sending"
+    ) -> list[Row[Any]]:
         rows = await session.execute(
             select(notifications)
-            .where(notifications.c.status == "sending", notifications.c.updated_at < before)
+            .where(notifications.c.status == status, notifications.c.updated_at < before)
             .order_by(notifications.c.updated_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -149,3 +151,13 @@ class DeliveryRepository:
     async def count_by_status(self, session: AsyncSession) -> dict[str, int]:
         rows = await session.execute(select(notifications.c.status, func.count()).group_by(notifications.c.status))
         return {status: int(n) for status, n in rows.tuples()}
+
+    async def mark_sending(self, session: AsyncSession, notification_id: str, now: datetime) -> bool:
+        """claimed → sending, committed before the provider call; False if the row moved on meanwhile."""
+        changed = await session.execute(
+            update(notifications)
+            .where(notifications.c.notification_id == notification_id, notifications.c.status == "claimed")
+            .values(status="sending", claimed_at=now, updated_at=now)
+            .returning(notifications.c.notification_id)
+        )
+        return changed.first() is not None

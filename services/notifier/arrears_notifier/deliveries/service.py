@@ -1,12 +1,18 @@
 """Recording, deciding, sending and reporting notifications.
 
 A request is recorded (unique notification_id) before any provider is called. The dispatcher
-then claims due rows with FOR UPDATE SKIP LOCKED, applies the contact rules, marks each
-message ``sending`` and commits *before* calling the provider, and records the outcome in its
-own small transaction right after the call. A process that dies between the provider's
-acceptance and that record leaves the row in ``sending``; it is never sent again (at most once):
-after ``stale_after`` it is reported ``failed`` with the reason "outcome unknown". The window is
-the duration of one provider call plus one commit (milliseconds against a local relay).
+claims due rows with FOR UPDATE SKIP LOCKED, applies the contact rules and marks them
+``claimed``. Each message is then marked ``sending`` in its own commit right before its provider
+call (once a provider connection is free), and the outcome is recorded in its own small
+transaction right after. States: pending → claimed → sending → sent → delivered | failed, with
+deferrals (pending with a reason and a later time) and suppressions reported as they happen.
+
+A process that dies leaves rows in ``claimed`` (never handed over: due again after
+``stale_after``) or ``sending`` (handed over, outcome unrecorded). For those, recovery asks the
+provider: the SMS API lists the messages it took, so an SMS is recorded as sent or sent once more,
+exactly once. SMTP cannot be asked, so an email in that window is never resent (at most once) and
+is reported failed "outcome unknown". That window is one SMTP transaction plus one commit, for at
+most ``channel.concurrency`` messages per process (the SMTP pool size, 4 by default).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arrears_notifier.channels.base import (
+    AmbiguousSendError,
     Channel,
     Message,
     OutcomeUnknown,
@@ -137,6 +144,7 @@ class DeliveryService:
         self.signer = signer
         self.public_base_url = public_base_url.rstrip("/")
         self.repo = repository or DeliveryRepository()
+        self._slots: dict[str, asyncio.Semaphore] = {}
 
     # ------------------------------------------------------------------ intake
 
@@ -166,14 +174,13 @@ class DeliveryService:
     # ------------------------------------------------------------------ dispatch
 
     async def claim(self, session: AsyncSession, limit: int) -> list[Row[Any]]:
-        """Claim due notifications, apply the contact rules, and return the ones to send now (marked sending)."""
+        """Claim due notifications, apply the contact rules, and return the ones to send now (marked claimed:
+        taken by this process, certainly not handed to a provider yet)."""
         now = self.clock.now()
         to_send = []
         for row in await self.repo.claim_due(session, now, limit):
             if await self._allowed(session, row, now):
-                await self.repo.set(
-                    session, row.notification_id, now, status="sending", attempts=row.attempts + 1, claimed_at=now
-                )
+                await self.repo.set(session, row.notification_id, now, status="claimed", attempts=row.attempts + 1)
                 to_send.append(row)
         return to_send
 
@@ -210,32 +217,51 @@ class DeliveryService:
         if row.reason != reason:  # report a deferral once, not on every sweep
             await self._report(session, row, now, "deferred", reason)
 
+    def _slot(self, channel: str) -> asyncio.Semaphore:
+        slot = self._slots.get(channel)
+        if slot is None:
+            slot = self._slots[channel] = asyncio.Semaphore(self.channels[channel].concurrency)
+        return slot
+
     async def deliver(self, row: Row[Any], sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        """Send one claimed notification and record the outcome at once."""
+        """Send one claimed notification and record the outcome at once.
+
+        The row becomes ``sending`` in its own commit only once a connection to the provider is
+        free, right before the call, so a crash leaves at most ``channel.concurrency`` messages
+        per process whose outcome is unknown; everything merely claimed is safely retried.
+        """
         status, reason, provider_id, retry_at, hard_bounce = "sent", None, None, None, False
         try:
             message = self._message(row)
         except Exception as exc:  # a template that cannot render is the request's fault, not the provider's
             message = None
             status, reason = "failed", f"template could not be rendered: {type(exc).__name__}"
-        if message is not None:
-            try:
-                result = await self.channels[row.channel].send(message)
-                provider_id = result.provider_message_id
-            except PermanentSendError as exc:
-                status, reason, hard_bounce = "failed", str(exc), exc.hard_bounce
-            except TransientSendError as exc:
-                reason = str(exc)
-                if row.attempts + 1 >= self.rules.max_attempts:
-                    status = "failed"
-                else:
-                    status = "pending"
-                    backoff = min(2 ** (row.attempts + 1) * 15, 3600)
-                    retry_at = self.clock.now() + timedelta(seconds=backoff * random.uniform(0.5, 1.5))
-            except Exception as exc:
-                # Unknown whether the provider took it: never resend (at most once), report it.
-                log.exception("channel failed unexpectedly", extra={"notification_id": row.notification_id})
-                status, reason = "failed", f"outcome unknown: {type(exc).__name__}; not resent"
+        async with self._slot(row.channel):
+            if message is not None:
+                async with sessionmaker() as session, session.begin():
+                    if not await self.repo.mark_sending(session, row.notification_id, self.clock.now()):
+                        return
+                try:
+                    result = await self.channels[row.channel].send(message)
+                    provider_id = result.provider_message_id
+                except PermanentSendError as exc:
+                    status, reason, hard_bounce = "failed", str(exc), exc.hard_bounce
+                except TransientSendError as exc:
+                    reason = str(exc)
+                    if row.attempts + 1 >= self.rules.max_attempts:
+                        status = "failed"
+                    else:
+                        status = "pending"
+                        backoff = min(2 ** (row.attempts + 1) * 15, 3600)
+                        retry_at = self.clock.now() + timedelta(seconds=backoff * random.uniform(0.5, 1.5))
+                except AmbiguousSendError as exc:
+                    # Left in "sending": recovery asks the provider after stale_after, or gives up.
+                    log.warning("send outcome unknown: %s", exc, extra={"notification_id": row.notification_id})
+                    return
+                except Exception as exc:
+                    # Unknown whether the provider took it: never resend (at most once), report it.
+                    log.exception("channel failed unexpectedly", extra={"notification_id": row.notification_id})
+                    status, reason = "failed", f"outcome unknown: {type(exc).__name__}; not resent"
         now = self.clock.now()
         async with sessionmaker() as session, session.begin():
             if status == "sent":
@@ -261,6 +287,16 @@ class DeliveryService:
         again, so it is sent once. Cannot tell: reported failed "outcome unknown", never resent.
         """
         now = self.clock.now()
+        claimed = await self.repo.stale_sending(session, now - stale_after, limit, status="claimed")
+        for row in claimed:  # never handed to a provider: simply due again
+            await self.repo.set(
+                session,
+                row.notification_id,
+                now,
+                status="pending",
+                attempts=max(row.attempts - 1, 0),
+                next_attempt_at=now,
+            )
         rows = await self.repo.stale_sending(session, now - stale_after, limit)
         for row in rows:
             try:
@@ -293,7 +329,7 @@ class DeliveryService:
                     next_attempt_at=now,
                     reason="resending: the provider never received it",
                 )
-        return len(rows)
+        return len(claimed) + len(rows)
 
     # ------------------------------------------------------------------ cases, webhooks, opt-outs
 

@@ -1,4 +1,4 @@
-"""notifier: provider status per notification, closed cases, case index
+"""notifier: provider status and claim time per notification, closed cases, case and in-flight indexes
 
 Revision ID: 0002
 Revises: 0001
@@ -21,11 +21,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_notifier_case", "notifications", ["case_id"], schema="notifier")
     op.create_index(
-        "ix_notifier_sending",
+        "ix_notifier_in_flight",
         "notifications",
-        ["updated_at"],
+        ["status", "updated_at"],
         schema="notifier",
-        postgresql_where=sa.text("status = 'sending'"),
+        postgresql_where=sa.text("status IN ('claimed', 'sending')"),
     )
     op.create_table(
         "closed_cases",
@@ -38,7 +38,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("closed_cases", schema="notifier")
-    op.drop_index("ix_notifier_sending", table_name="notifications", schema="notifier")
+    op.drop_index("ix_notifier_in_flight", table_name="notifications", schema="notifier")
     op.drop_index("ix_notifier_case", table_name="notifications", schema="notifier")
     op.drop_column("notifications", "claimed_at", schema="notifier")
     op.drop_column("notifications", "provider_status", schema="notifier")
