@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from fastapi import FastAPI
@@ -53,6 +54,9 @@ def build_channels(settings: NotifierSettings) -> dict[str, Channel]:
 
 
 def create_app(settings: NotifierSettings, runtime: Runtime | None = None) -> FastAPI:
+    # httpx logs every request URL at INFO; the SMS provider's URLs carry phone numbers.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     runtime = runtime or Runtime(service=SERVICE, settings=settings, outbox_table=outbox, inbox_table=inbox)
     channels = build_channels(settings)
     renderer = Renderer()
