@@ -45,6 +45,7 @@ def build_channels(settings: NotifierSettings) -> dict[str, Channel]:
             sender=settings.sms_from,
             status_callback=f"{settings.public_base_url.rstrip('/')}/v1/webhooks/sms/status",
             timeout=settings.sms_timeout_seconds,
+            max_connections=settings.sms_max_connections,
         ),
     ]
     return {

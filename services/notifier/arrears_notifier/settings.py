@@ -63,6 +63,12 @@ class NotifierSettings(CommonSettings):
     breaker_cool_down_seconds: float = Field(
         default=30.0, gt=0, validation_alias="ARREARS_NOTIFIER_BREAKER_COOL_DOWN_SECONDS"
     )
+    sms_max_connections: int = Field(
+        default=16,
+        ge=1,
+        validation_alias="ARREARS_SMS_MAX_CONNECTIONS",
+        description="HTTP connections to the SMS provider; also the most SMS in flight at once.",
+    )
     sms_timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="ARREARS_SMS_TIMEOUT_SECONDS")
 
     @model_validator(mode="after")

@@ -35,7 +35,7 @@ class TwilioSmsChannel(Channel):
         sender: str,
         status_callback: str | None = None,
         timeout: float = 10.0,
-        max_connections: int = 100,
+        max_connections: int = 16,
     ) -> None:
         self.api_base = api_base.rstrip("/")
         self.concurrency = max_connections

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import Row, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -150,7 +151,7 @@ class DeliveryRepository:
 
     async def count_by_status(self, session: AsyncSession) -> dict[str, int]:
         rows = await session.execute(select(notifications.c.status, func.count()).group_by(notifications.c.status))
-        return {status: int(n) for status, n in rows.tuples()}
+        return {status: int(n) for status, n in rows}
 
     async def mark_sending(self, session: AsyncSession, notification_id: str, now: datetime) -> bool:
         """claimed → sending, committed before the provider call; False if the row moved on meanwhile."""
@@ -161,3 +162,49 @@ class DeliveryRepository:
             .returning(notifications.c.notification_id)
         )
         return changed.first() is not None
+
+    async def mark_claimed(self, session: AsyncSession, notification_ids: list[str], now: datetime) -> None:
+        if notification_ids:
+            await session.execute(
+                update(notifications)
+                .where(notifications.c.notification_id.in_(notification_ids))
+                .values(status="claimed", attempts=notifications.c.attempts + 1, updated_at=now)
+            )
+
+    async def closed_among(self, session: AsyncSession, case_ids: AbstractSet[str]) -> dict[str, str]:
+        rows = await session.execute(
+            select(closed_cases.c.case_id, closed_cases.c.reason).where(closed_cases.c.case_id.in_(case_ids))
+        )
+        return {str(case_id): str(reason) for case_id, reason in rows}
+
+    async def suppressed_among(
+        self, session: AsyncSession, keys: AbstractSet[tuple[str, str]]
+    ) -> AbstractSet[tuple[str, str]]:
+        if not keys:
+            return set()
+        rows = await session.execute(
+            select(suppressions.c.channel, suppressions.c.address_hash).where(
+                tuple_(suppressions.c.channel, suppressions.c.address_hash).in_(list(keys))
+            )
+        )
+        return {(channel, hashed) for channel, hashed in rows}
+
+    async def recent_sends(
+        self, session: AsyncSession, account_ids: AbstractSet[str], now: datetime
+    ) -> dict[tuple[str, str], list[datetime]]:
+        """Per (account, channel): when messages went out in the last 7 days, counting those in flight."""
+        since = now - timedelta(days=7)
+        when = func.coalesce(notifications.c.sent_at, notifications.c.updated_at)
+        rows = await session.execute(
+            select(notifications.c.account_id, notifications.c.channel, when).where(
+                notifications.c.account_id.in_(account_ids),
+                or_(
+                    notifications.c.sent_at > since,
+                    and_(notifications.c.status.in_(["claimed", "sending"]), notifications.c.updated_at > since),
+                ),
+            )
+        )
+        out: dict[tuple[str, str], list[datetime]] = {}
+        for account_id, channel, at in rows:
+            out.setdefault((account_id, channel), []).append(at)
+        return out

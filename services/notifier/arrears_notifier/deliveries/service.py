@@ -25,6 +25,7 @@ import hmac
 import logging
 import random
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,6 +92,17 @@ class ContactRules:
     window_end_hour: int = 21
     cap_per_7_days: int = 3
     max_attempts: int = 6
+
+
+@dataclass
+class _BatchContext:
+    closed: dict[str, str]
+    suppressed: AbstractSet[tuple[str, str]]
+    recent: dict[tuple[str, str], list[datetime]]
+
+
+def _address(row: Row[Any]) -> str:
+    return str(row.recipient.get("email" if row.channel == "email" else "phone") or "")
 
 
 def address_hash(channel: str, address: str) -> str:
@@ -175,25 +187,34 @@ class DeliveryService:
 
     async def claim(self, session: AsyncSession, limit: int) -> list[Row[Any]]:
         """Claim due notifications, apply the contact rules, and return the ones to send now (marked claimed:
-        taken by this process, certainly not handed to a provider yet)."""
+        taken by this process, certainly not handed to a provider yet).
+
+        The rules' lookups (closed cases, suppressions, recent sends) run once per batch, not per row.
+        """
         now = self.clock.now()
-        to_send = []
-        for row in await self.repo.claim_due(session, now, limit):
-            if await self._allowed(session, row, now):
-                await self.repo.set(session, row.notification_id, now, status="claimed", attempts=row.attempts + 1)
-                to_send.append(row)
+        rows = await self.repo.claim_due(session, now, limit)
+        if not rows:
+            return []
+        hashes = {(r.channel, address_hash(r.channel, _address(r))) for r in rows if _address(r)}
+        context = _BatchContext(
+            closed=await self.repo.closed_among(session, {r.case_id for r in rows}),
+            suppressed=await self.repo.suppressed_among(session, hashes),
+            recent=await self.repo.recent_sends(session, {r.account_id for r in rows}, now),
+        )
+        to_send = [row for row in rows if await self._allowed(session, row, now, context)]
+        await self.repo.mark_claimed(session, [r.notification_id for r in to_send], now)
         return to_send
 
-    async def _allowed(self, session: AsyncSession, row: Row[Any], now: datetime) -> bool:
-        address = row.recipient.get("email" if row.channel == "email" else "phone")
-        closed = await self.repo.case_closed(session, row.case_id)
+    async def _allowed(self, session: AsyncSession, row: Row[Any], now: datetime, context: _BatchContext) -> bool:
+        address = _address(row)
+        closed = context.closed.get(row.case_id)
         if closed is not None:
             await self._finish(session, row, now, "suppressed", f"case {closed}")
             return False
         if row.expires_at is not None and row.expires_at <= now:
             await self._finish(session, row, now, "suppressed", "expired before it could be delivered")
             return False
-        if not address or await self.repo.is_suppressed(session, row.channel, address_hash(row.channel, address)):
+        if not address or (row.channel, address_hash(row.channel, address)) in context.suppressed:
             await self._finish(session, row, now, "suppressed", "recipient opted out or bounced")
             return False
         opens = next_window_start(
@@ -202,11 +223,13 @@ class DeliveryService:
         if opens is not None:
             await self._defer(session, row, now, opens, "outside contact hours in the recipient's time zone")
             return False
-        sent = await self.repo.sent_in_window(session, row.account_id, row.channel, now)
+        sent = context.recent.setdefault((row.account_id, row.channel), [])
         if len(sent) >= self.rules.cap_per_7_days:
+            sent.sort()
             until = sent[len(sent) - self.rules.cap_per_7_days] + timedelta(days=7)
             await self._defer(session, row, now, until, f"at most {self.rules.cap_per_7_days} per 7 days")
             return False
+        sent.append(now)  # counts against the cap for the rest of this batch
         return True
 
     async def _defer(self, session: AsyncSession, row: Row[Any], now: datetime, until: datetime, reason: str) -> None:
