@@ -107,9 +107,7 @@ async def run_channel(url: str, ports: StackPorts, channel: str, n: int, concurr
         for i in range(0, n, 1000):
             await session.execute(insert(notifications), batch[i : i + 1000])
     start = time.perf_counter()
-    while True:
-        if await dispatcher.dispatch_once() == 0:
-            break
+    await dispatcher.run(until_idle=True)
     elapsed = time.perf_counter() - start
     async with sessionmaker() as session:
         sent = await session.scalar(

@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -515,21 +515,50 @@ class Dispatcher:
             self.on_commit()
         return len(rows)
 
-    async def run(self) -> None:
+    async def run(self, until_idle: bool = False) -> None:
+        """Claim and send continuously: a new batch is claimed as soon as there is room, while
+        earlier sends are still running (at most ``concurrency`` in flight; each channel's own
+        limit bounds its provider calls). ``until_idle`` returns once nothing is due or in flight."""
         recovered_at = 0.0
         loop = asyncio.get_running_loop()
+        inflight: set[asyncio.Task[None]] = set()
         while not self._stop.is_set():
+            claimed = 0
             try:
                 if loop.time() - recovered_at > min(30.0, self.stale_after.total_seconds()):
                     recovered_at = loop.time()
                     async with self.sessionmaker() as session, session.begin():
                         await self.service.recover(session, self.stale_after)
-                n = await self.dispatch_once()
+                room = self.concurrency - len(inflight)
+                if room >= max(1, self.concurrency // 4):
+                    async with self.sessionmaker() as session, session.begin():
+                        rows = await self.service.claim(session, room)
+                    claimed = len(rows)
+                    for row in rows:
+                        task = asyncio.create_task(self.service.deliver(row, self.sessionmaker))
+                        inflight.add(task)
+                        task.add_done_callback(self._finished(inflight))
             except Exception:
                 log.exception("dispatch failed; retrying")
-                n = 0
-            if n:
+            if claimed:
                 continue
+            if inflight:
+                await asyncio.wait(inflight, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if until_idle:
+                break
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+        if inflight:
+            await asyncio.gather(*inflight, return_exceptions=True)
+
+    def _finished(self, inflight: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            inflight.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("delivery task failed", exc_info=task.exception())
+            if callable(self.on_commit):
+                self.on_commit()
+
+        return done
