@@ -125,7 +125,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--emails", type=int, default=3000)
     parser.add_argument("--sms", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=100, help="dispatcher concurrency (bounded)")
+    parser.add_argument("--concurrency", type=int, default=64, help="dispatcher concurrency (bounded)")
     parser.add_argument("--smtp-pool", type=int, default=8, help="SMTP connections")
     args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["notifier"] else sys.argv[1:])
 
