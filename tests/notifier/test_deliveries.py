@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from arrears_notifier.channels.base import Channel, Message, SendResult, TransientSendError
+from arrears_notifier.channels.base import AmbiguousSendError, Channel, Message, SendResult, TransientSendError
 from arrears_notifier.channels.breaker import BreakingChannel, CircuitBreaker
 from arrears_notifier.channels.email import SmtpChannel
 from arrears_notifier.channels.segments import measure
@@ -464,3 +464,37 @@ async def test_personal_data_never_reaches_logs_or_reasons(
     async with sessionmaker() as session:
         rows = (await session.execute(select(suppressions.c.address_hash))).scalars().all()
     assert str(req.recipient.email) not in rows
+
+
+async def test_an_ambiguous_send_is_never_retried_blindly(
+    smtp: tuple[int, RecordingHandler],
+    sms: SmsProvider,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
+
+    class Timeout(Channel):
+        name = "sms"
+        calls = 0
+
+        async def send(self, message: Message) -> SendResult:
+            Timeout.calls += 1
+            raise AmbiguousSendError("SMS provider did not answer: ReadTimeout")
+
+        async def lookup(self, message: Message, since: datetime) -> SendResult | None:
+            return SendResult("SMlate")  # the provider had taken it after all
+
+    service = make_service(smtp[0], sms, clock, channels={"sms": Timeout()})
+    req = new_request("sms")
+    await submit(service, sessionmaker, req)
+    await dispatch(service, sessionmaker)
+    await dispatch(service, sessionmaker)
+    assert Timeout.calls == 1
+    assert (await row(sessionmaker, req.notification_id)).status == "sending"
+    clock.advance(timedelta(minutes=3))
+    async with sessionmaker() as session, session.begin():
+        await service.recover(session, timedelta(minutes=2))
+    stored = await row(sessionmaker, req.notification_id)
+    assert stored.status == "sent"
+    assert stored.provider_message_id == "SMlate"
+    assert Timeout.calls == 1

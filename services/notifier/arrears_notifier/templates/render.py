@@ -117,7 +117,7 @@ class Renderer:
         names = self._candidates(template, locale, channel)
         try:
             text_tpl = self.env.select_template(names)
-            html_tpl = self.html_env.select_template(names)
+            html_tpl = self.html_env.select_template(names) if channel == "email" else None
         except TemplateNotFound:
             raise TemplateMissing(f"no template {template!r} for channel {channel}") from None
         values = {**variables, "_locale": locale}
@@ -128,5 +128,5 @@ class Renderer:
             return Rendered(None, text, None, measure(text))
         subject = " ".join(text_tpl.render({**values, "part": "subject"}).split())
         text = text_tpl.render({**values, "part": "text"}).strip() + "\n"
-        html = html_tpl.render({**values, "part": "html"}).strip() or None
+        html = (html_tpl.render({**values, "part": "html"}).strip() or None) if html_tpl is not None else None
         return Rendered(subject, text, html)
