@@ -14,7 +14,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from arrears_notifier.channels.base import AmbiguousSendError, Channel, Message, SendResult, TransientSendError
+from arrears_notifier.channels.base import (
+    AmbiguousSendError,
+    Channel,
+    Handover,
+    Message,
+    SendResult,
+    TransientSendError,
+)
 from arrears_notifier.channels.breaker import BreakingChannel, CircuitBreaker
 from arrears_notifier.channels.email import SmtpChannel
 from arrears_notifier.channels.segments import measure
@@ -395,7 +402,7 @@ async def test_sms_4xx_is_permanent_and_5xx_opens_the_circuit(
         name = "sms"
         calls = 0
 
-        async def send(self, message: Message) -> SendResult:
+        async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
             Flaky.calls += 1
             raise TransientSendError("SMS provider 503")
 
@@ -477,8 +484,10 @@ async def test_an_ambiguous_send_is_never_retried_blindly(
         name = "sms"
         calls = 0
 
-        async def send(self, message: Message) -> SendResult:
+        async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
             Timeout.calls += 1
+            assert handover is not None
+            assert await handover()
             raise AmbiguousSendError("SMS provider did not answer: ReadTimeout")
 
         async def lookup(self, message: Message, since: datetime) -> SendResult | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,6 +40,16 @@ class PermanentSendError(Exception):
         self.hard_bounce = hard_bounce
 
 
+Handover = Callable[[], Awaitable[bool]]
+"""Called by a channel at the last moment before the provider can take the message (before the
+HTTP request, before SMTP DATA). It commits the notification as ``sending``; False means the
+notification moved on meanwhile and the channel must not hand it over."""
+
+
+class HandoverRefused(Exception):
+    """The notification was no longer ours to send; nothing was handed to the provider."""
+
+
 class OutcomeUnknown(Exception):
     """Whether the provider accepted a message cannot be found out."""
 
@@ -50,8 +61,12 @@ class Channel(ABC):
     concurrency: int = 10
 
     @abstractmethod
-    async def send(self, message: Message) -> SendResult:
-        """Hand ``message`` to the provider; raise Transient/PermanentSendError on failure."""
+    async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
+        """Hand ``message`` to the provider; raise Transient/Permanent/AmbiguousSendError on failure.
+
+        Everything that cannot make the provider take the message (connecting, authenticating,
+        SMTP MAIL and RCPT) happens before ``handover`` is awaited; see :data:`Handover`.
+        """
 
     async def lookup(self, message: Message, since: datetime) -> SendResult | None:
         """Ask the provider whether it already accepted ``message`` (sent at or after ``since``).

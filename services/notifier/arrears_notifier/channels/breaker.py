@@ -11,6 +11,7 @@ from datetime import datetime
 from arrears_notifier.channels.base import (
     AmbiguousSendError,
     Channel,
+    Handover,
     Message,
     PermanentSendError,
     SendResult,
@@ -69,10 +70,10 @@ class BreakingChannel(Channel):
         self.name = inner.name
         self.concurrency = inner.concurrency
 
-    async def send(self, message: Message) -> SendResult:
+    async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
         self.breaker.before()
         try:
-            result = await self.inner.send(message)
+            result = await self.inner.send(message, handover)
         except (TransientSendError, AmbiguousSendError):
             self.breaker.failure()
             raise

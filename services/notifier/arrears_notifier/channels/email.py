@@ -3,7 +3,9 @@
 Each send runs MAIL, RCPT and DATA itself so that a failure can be placed: anything refused or
 broken before DATA means the relay has not taken the message (retry is safe); a reply code to DATA
 is the relay's verdict; a timeout or a dropped connection during DATA is ambiguous (the relay may
-have queued it) and is never retried blindly.
+have queued it) and is never retried blindly. The notification is committed as ``sending`` (the
+``handover`` callback) only after MAIL and RCPT were accepted, right before DATA, so the window
+in which a crash leaves an email's outcome unknown is the DATA exchange alone.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import aiosmtplib
 from arrears_notifier.channels.base import (
     AmbiguousSendError,
     Channel,
+    Handover,
+    HandoverRefused,
     Message,
     PermanentSendError,
     SendResult,
@@ -72,7 +76,7 @@ class SmtpChannel(Channel):
             mail.add_alternative(message.html, subtype="html")
         return mail
 
-    async def send(self, message: Message) -> SendResult:
+    async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
         mail = self.build(message)
         data = mail.as_bytes(policy=email.policy.SMTP)
         client = self._idle.pop() if self._idle else None
@@ -94,6 +98,11 @@ class SmtpChannel(Channel):
         except _NETWORK as exc:
             self._discard(client)
             raise TransientSendError(f"SMTP connection: {type(exc).__name__}") from None
+        if handover is not None and not await handover():
+            with contextlib.suppress(*_NETWORK):
+                await client.rset()
+            self._idle.append(client)
+            raise HandoverRefused(message.notification_id)
         try:
             await client.data(data)
         except aiosmtplib.SMTPResponseException as exc:

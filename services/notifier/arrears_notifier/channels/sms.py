@@ -12,6 +12,8 @@ import httpx
 from arrears_notifier.channels.base import (
     AmbiguousSendError,
     Channel,
+    Handover,
+    HandoverRefused,
     Message,
     PermanentSendError,
     SendResult,
@@ -48,12 +50,14 @@ class TwilioSmsChannel(Channel):
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
-    async def send(self, message: Message) -> SendResult:
+    async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
         form = {"To": message.to, "From": self.sender, "Body": message.text}
         if self.status_callback:
             # The notification id rides in the callback URL (covered by X-Twilio-Signature), so a
             # callback that overtakes our own record of the send still finds its notification.
             form["StatusCallback"] = f"{self.status_callback}?{urlencode({'nid': message.notification_id})}"
+        if handover is not None and not await handover():
+            raise HandoverRefused(message.notification_id)
         try:
             response = await self.client.post(self.url, data=form)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:

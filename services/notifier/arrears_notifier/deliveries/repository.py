@@ -103,7 +103,10 @@ class DeliveryRepository:
         then only the provider id and send time are filled in, the later status stays."""
         changed = await session.execute(
             update(notifications)
-            .where(notifications.c.notification_id == notification_id, notifications.c.status == "sending")
+            .where(
+                notifications.c.notification_id == notification_id,
+                notifications.c.status.in_(["claimed", "sending"]),
+            )
             .values(status="sent", sent_at=now, provider_message_id=provider_id, reason=None, updated_at=now)
             .returning(notifications.c.notification_id)
         )

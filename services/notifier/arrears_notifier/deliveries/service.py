@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from arrears_notifier.channels.base import (
     AmbiguousSendError,
     Channel,
+    HandoverRefused,
     Message,
     OutcomeUnknown,
     PermanentSendError,
@@ -249,9 +250,10 @@ class DeliveryService:
     async def deliver(self, row: Row[Any], sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         """Send one claimed notification and record the outcome at once.
 
-        The row becomes ``sending`` in its own commit only once a connection to the provider is
-        free, right before the call, so a crash leaves at most ``channel.concurrency`` messages
-        per process whose outcome is unknown; everything merely claimed is safely retried.
+        The row becomes ``sending`` in its own commit only at the last moment before the provider
+        can take the message (the channel calls ``handover``: before the HTTP request, after SMTP
+        RCPT and before DATA), so a crash leaves at most ``channel.concurrency`` messages per
+        process whose outcome is unknown; everything merely claimed is safely retried.
         """
         status, reason, provider_id, retry_at, hard_bounce = "sent", None, None, None, False
         try:
@@ -259,14 +261,21 @@ class DeliveryService:
         except Exception as exc:  # a template that cannot render is the request's fault, not the provider's
             message = None
             status, reason = "failed", f"template could not be rendered: {type(exc).__name__}"
+        handed = False
+
+        async def handover() -> bool:
+            nonlocal handed
+            async with sessionmaker() as session, session.begin():
+                handed = await self.repo.mark_sending(session, row.notification_id, self.clock.now())
+            return handed
+
         async with self._slot(row.channel):
             if message is not None:
-                async with sessionmaker() as session, session.begin():
-                    if not await self.repo.mark_sending(session, row.notification_id, self.clock.now()):
-                        return
                 try:
-                    result = await self.channels[row.channel].send(message)
+                    result = await self.channels[row.channel].send(message, handover)
                     provider_id = result.provider_message_id
+                except HandoverRefused:
+                    return  # moved on meanwhile (another replica's recovery): not ours any more
                 except PermanentSendError as exc:
                     status, reason, hard_bounce = "failed", str(exc), exc.hard_bounce
                 except TransientSendError as exc:
@@ -279,6 +288,8 @@ class DeliveryService:
                         retry_at = self.clock.now() + timedelta(seconds=backoff * random.uniform(0.5, 1.5))
                 except AmbiguousSendError as exc:
                     # Left in "sending": recovery asks the provider after stale_after, or gives up.
+                    if not handed:
+                        await handover()
                     log.warning("send outcome unknown: %s", exc, extra={"notification_id": row.notification_id})
                     return
                 except Exception as exc:
