@@ -2,16 +2,17 @@
 
 A request is recorded (unique notification_id) before any provider is called. The dispatcher
 claims due rows with FOR UPDATE SKIP LOCKED, applies the contact rules and marks them
-``claimed``. Each message is then marked ``sending`` in its own commit right before its provider
-call (once a provider connection is free), and the outcome is recorded in its own small
-transaction right after. States: pending → claimed → sending → sent → delivered | failed, with
-deferrals (pending with a reason and a later time) and suppressions reported as they happen.
+``claimed``. Each message is then marked ``sending`` in its own commit at the last moment before
+the provider can take it (before the HTTP request; after SMTP RCPT, before DATA), and the outcome
+is recorded in its own small transaction right after.
+States: pending → claimed → sending → sent → delivered | failed, with deferrals (pending with a
+reason and a later time) and suppressions reported as they happen.
 
 A process that dies leaves rows in ``claimed`` (never handed over: due again after
 ``stale_after``) or ``sending`` (handed over, outcome unrecorded). For those, recovery asks the
 provider: the SMS API lists the messages it took, so an SMS is recorded as sent or sent once more,
 exactly once. SMTP cannot be asked, so an email in that window is never resent (at most once) and
-is reported failed "outcome unknown". That window is one SMTP transaction plus one commit, for at
+is reported failed "outcome unknown". That window is the DATA exchange plus one commit, for at
 most ``channel.concurrency`` messages per process (the SMTP pool size, 4 by default).
 """
 
