@@ -73,6 +73,12 @@ def test_default_window_opens_at_eight_local(now: datetime, zone: str) -> None:
         assert (local.hour, local.minute) == (8, 0)
 
 
+def test_a_window_inside_the_dst_gap_moves_to_the_next_day() -> None:
+    # 02:00-03:00 does not exist in Berlin on 2005-03-27 (found by the property test above).
+    opens = next_window_start(datetime(2005, 3, 26, 2, 0, tzinfo=UTC), "Europe/Berlin", 2, 3)
+    assert opens == datetime(2005, 3, 28, 0, 0, tzinfo=UTC)  # 02:00 CEST on the 28th
+
+
 def test_spring_forward_and_fall_back_in_berlin() -> None:
     # 02:30 on 2026-03-29 does not exist in Berlin; the window still opens at 08:00 CEST (06:00 UTC).
     assert next_window_start(datetime(2026, 3, 29, 0, 30, tzinfo=UTC), "Europe/Berlin", 8, 21) == datetime(
