@@ -1,7 +1,9 @@
 """A development SMS provider that speaks the Twilio Messages API and stores what it is sent.
 
 POST /2010-04-01/Accounts/{sid}/Messages.json (form-encoded, HTTP Basic) answers 201 with a
-Twilio-shaped JSON body; GET /messages lists everything received (for tests and local runs).
+Twilio-shaped JSON body; GET on the same path lists messages like Twilio's Messages list (filters
+To and DateSent>=, one page); GET /messages lists everything received (for tests and local runs).
+It keeps no idempotency of its own: what it is sent twice, it stores twice.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import secrets
 import threading
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +28,31 @@ def create_app(store: Path, auth_token: str | None = None) -> FastAPI:
     store.parent.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
 
-    @app.post("/2010-04-01/Accounts/{sid}/Messages.json")
-    async def send(sid: str, request: Request) -> JSONResponse:
+    def authorized(request: Request, sid: str) -> bool:
         header = request.headers.get("authorization", "")
         if not header.startswith("Basic "):
-            return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, status_code=401)
+            return False
         user, _, token = base64.b64decode(header[6:]).decode().partition(":")
-        if user != sid or (auth_token is not None and token != auth_token):
+        return user == sid and (auth_token is None or token == auth_token)
+
+    @app.get("/2010-04-01/Accounts/{sid}/Messages.json")
+    async def list_messages(sid: str, request: Request) -> JSONResponse:
+        if not authorized(request, sid):
+            return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, status_code=401)
+        to = request.query_params.get("To")
+        since = request.query_params.get("DateSent>")
+        found = []
+        for message in read_messages(store):
+            if message["account_sid"] != sid or (to and message["to"] != to):
+                continue
+            if since and parsedate_to_datetime(message["date_created"]).date().isoformat() < since:
+                continue
+            found.append(message)
+        return JSONResponse({"messages": found, "next_page_uri": None, "page": 0, "page_size": len(found)})
+
+    @app.post("/2010-04-01/Accounts/{sid}/Messages.json")
+    async def send(sid: str, request: Request) -> JSONResponse:
+        if not authorized(request, sid):
             return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, status_code=401)
         form = await request.form()
         to, body = str(form.get("To", "")), str(form.get("Body", ""))

@@ -24,19 +24,31 @@ notifications = Table(
     Column("recipient", JSONB, nullable=False),
     Column("variables", JSONB, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=True),
-    # pending -> sending -> sent -> delivered | failed; pending -> deferred -> pending; -> suppressed
+    # pending -> claimed -> sending -> sent -> delivered | failed; a deferral stays pending with a
+    # reason and a later next_attempt_at; suppressed is final (deliveries/service.py explains the states)
     Column("status", Text, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("sent_at", DateTime(timezone=True), nullable=True),
     Column("provider_message_id", Text, nullable=True),
     Column("reason", Text, nullable=True),
+    # Last provider status applied from a status callback (queued, sent, delivered, undelivered, failed).
+    Column("provider_status", Text, nullable=True),
+    # When this attempt was handed to the provider (what a recovery asks the provider about).
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 Index("ix_notifier_due", notifications.c.next_attempt_at, postgresql_where=notifications.c.status == "pending")
 Index("ix_notifier_cap", notifications.c.account_id, notifications.c.channel, notifications.c.sent_at)
 Index("ix_notifier_provider_id", notifications.c.provider_message_id)
+Index("ix_notifier_case", notifications.c.case_id)
+Index(
+    "ix_notifier_in_flight",
+    notifications.c.status,
+    notifications.c.updated_at,
+    postgresql_where=notifications.c.status.in_(["claimed", "sending"]),
+)
 
 # Addresses never to contact again (STOP keywords, unsubscribe links, hard bounces), kept hashed.
 suppressions = Table(
@@ -44,6 +56,15 @@ suppressions = Table(
     metadata,
     Column("channel", Text, primary_key=True),
     Column("address_hash", Text, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+# Cases that are resolved or written off: nothing more is sent for them.
+closed_cases = Table(
+    "closed_cases",
+    metadata,
+    Column("case_id", Text, primary_key=True),
     Column("reason", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from arrears_shared.settings import CommonSettings
 
@@ -22,6 +24,12 @@ class NotifierSettings(CommonSettings):
     smtp_starttls: bool = Field(default=False, validation_alias="ARREARS_SMTP_STARTTLS")
     smtp_username: str | None = Field(default=None, validation_alias="ARREARS_SMTP_USERNAME")
     smtp_password: str | None = Field(default=None, validation_alias="ARREARS_SMTP_PASSWORD")
+    smtp_pool_size: int = Field(
+        default=4,
+        ge=1,
+        validation_alias="ARREARS_SMTP_POOL_SIZE",
+        description="SMTP connections kept open; also the most emails in flight at once.",
+    )
     mail_from: str = Field(default="collections@arrears.example", validation_alias="ARREARS_MAIL_FROM")
     sms_api_base: str = Field(
         default="http://127.0.0.1:8025",
@@ -42,3 +50,29 @@ class NotifierSettings(CommonSettings):
     dispatch_concurrency: int = Field(default=50, ge=1, validation_alias="ARREARS_NOTIFIER_CONCURRENCY")
     dispatch_poll_seconds: float = Field(default=1.0, gt=0, validation_alias="ARREARS_NOTIFIER_POLL_SECONDS")
     max_attempts: int = Field(default=6, ge=1, validation_alias="ARREARS_NOTIFIER_MAX_ATTEMPTS")
+    stale_sending_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        validation_alias="ARREARS_NOTIFIER_STALE_SENDING_SECONDS",
+        description="A send not recorded after this long belongs to a dead process and is reconciled. "
+        "Keep it well above the provider timeouts.",
+    )
+    breaker_threshold: int = Field(
+        default=5, ge=1, validation_alias="ARREARS_NOTIFIER_BREAKER_THRESHOLD", description="Failures in a row."
+    )
+    breaker_cool_down_seconds: float = Field(
+        default=30.0, gt=0, validation_alias="ARREARS_NOTIFIER_BREAKER_COOL_DOWN_SECONDS"
+    )
+    sms_max_connections: int = Field(
+        default=16,
+        ge=1,
+        validation_alias="ARREARS_SMS_MAX_CONNECTIONS",
+        description="HTTP connections to the SMS provider; also the most SMS in flight at once.",
+    )
+    sms_timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="ARREARS_SMS_TIMEOUT_SECONDS")
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.window_start_hour >= self.window_end_hour:
+            raise ValueError("ARREARS_CONTACT_WINDOW_START must be before ARREARS_CONTACT_WINDOW_END")
+        return self

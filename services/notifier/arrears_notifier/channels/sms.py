@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlencode
 
 import httpx
 
 from arrears_notifier.channels.base import (
+    AmbiguousSendError,
     Channel,
+    Handover,
+    HandoverRefused,
     Message,
     PermanentSendError,
     SendResult,
@@ -31,8 +37,10 @@ class TwilioSmsChannel(Channel):
         sender: str,
         status_callback: str | None = None,
         timeout: float = 10.0,
-        max_connections: int = 100,
+        max_connections: int = 16,
     ) -> None:
+        self.api_base = api_base.rstrip("/")
+        self.concurrency = max_connections
         self.url = f"{api_base.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self.sender = sender
         self.status_callback = status_callback
@@ -42,14 +50,20 @@ class TwilioSmsChannel(Channel):
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
 
-    async def send(self, message: Message) -> SendResult:
+    async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
         form = {"To": message.to, "From": self.sender, "Body": message.text}
         if self.status_callback:
-            form["StatusCallback"] = self.status_callback
+            # The notification id rides in the callback URL (covered by X-Twilio-Signature), so a
+            # callback that overtakes our own record of the send still finds its notification.
+            form["StatusCallback"] = f"{self.status_callback}?{urlencode({'nid': message.notification_id})}"
+        if handover is not None and not await handover():
+            raise HandoverRefused(message.notification_id)
         try:
             response = await self.client.post(self.url, data=form)
-        except httpx.HTTPError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientSendError(f"SMS provider unreachable: {type(exc).__name__}") from None
+        except httpx.HTTPError as exc:  # the request went out; the answer did not come back
+            raise AmbiguousSendError(f"SMS provider did not answer: {type(exc).__name__}") from None
         if response.status_code in (200, 201):
             return SendResult(provider_message_id=str(response.json().get("sid")))
         code = None
@@ -61,6 +75,29 @@ class TwilioSmsChannel(Channel):
             f"SMS provider {response.status_code} code {code}",
             hard_bounce=code in _UNSUBSCRIBED or code in _INVALID_NUMBER,
         )
+
+    async def lookup(self, message: Message, since: datetime) -> SendResult | None:
+        """Did the provider take ``message``? Lists messages to the number sent since ``since``
+        (Twilio's Messages list, filtered by To and DateSent) and matches the body exactly."""
+        params = {"To": message.to, "DateSent>": since.date().isoformat(), "PageSize": "1000"}
+        url: str | None = self.url
+        while url:
+            try:
+                response = await self.client.get(url, params=params)
+            except httpx.HTTPError as exc:
+                raise TransientSendError(f"SMS provider unreachable: {type(exc).__name__}") from None
+            if response.status_code != 200:
+                raise TransientSendError(f"SMS provider {response.status_code} listing messages")
+            page = response.json()
+            for item in page.get("messages", []):
+                created = item.get("date_created")
+                when = parsedate_to_datetime(created) if created else None
+                if item.get("body") == message.text and (when is None or when >= since.replace(microsecond=0)):
+                    return SendResult(provider_message_id=str(item.get("sid")))
+            next_uri = page.get("next_page_uri")
+            url = f"{self.api_base}{next_uri}" if next_uri else None
+            params = {}
+        return None
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arrears_notifier.models import notifications, suppressions
+from arrears_notifier.models import closed_cases, notifications, suppressions
 
 
 class DeliveryRepository:
@@ -33,10 +34,13 @@ class DeliveryRepository:
         )
         return list(rows)
 
-    async def stale_sending(self, session: AsyncSession, before: datetime, limit: int) -> list[Row[Any]]:
+    async def stale_sending(
+        self, session: AsyncSession, before: datetime, limit: int, status: str = "sending"
+    ) -> list[Row[Any]]:
         rows = await session.execute(
             select(notifications)
-            .where(notifications.c.status == "sending", notifications.c.updated_at < before)
+            .where(notifications.c.status == status, notifications.c.updated_at < before)
+            .order_by(notifications.c.updated_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -84,3 +88,126 @@ class DeliveryRepository:
         return (
             await session.execute(select(notifications).where(notifications.c.notification_id == notification_id))
         ).first()
+
+    async def get_for_update(self, session: AsyncSession, notification_id: str) -> Row[Any] | None:
+        return (
+            await session.execute(
+                select(notifications).where(notifications.c.notification_id == notification_id).with_for_update()
+            )
+        ).first()
+
+    async def record_sent(
+        self, session: AsyncSession, notification_id: str, now: datetime, provider_id: str | None
+    ) -> None:
+        """Record the provider's acceptance. A status callback may have moved the row on already:
+        then only the provider id and send time are filled in, the later status stays."""
+        changed = await session.execute(
+            update(notifications)
+            .where(
+                notifications.c.notification_id == notification_id,
+                notifications.c.status.in_(["claimed", "sending"]),
+            )
+            .values(status="sent", sent_at=now, provider_message_id=provider_id, reason=None, updated_at=now)
+            .returning(notifications.c.notification_id)
+        )
+        if changed.first() is None:
+            await session.execute(
+                update(notifications)
+                .where(notifications.c.notification_id == notification_id)
+                .values(
+                    sent_at=func.coalesce(notifications.c.sent_at, now),
+                    provider_message_id=func.coalesce(notifications.c.provider_message_id, provider_id),
+                )
+            )
+
+    async def unsuppress(self, session: AsyncSession, channel: str, address_hash: str, reasons: list[str]) -> bool:
+        """Lift a suppression recorded for one of ``reasons`` (a hard bounce is never lifted this way)."""
+        result = await session.execute(
+            delete(suppressions)
+            .where(
+                suppressions.c.channel == channel,
+                suppressions.c.address_hash == address_hash,
+                suppressions.c.reason.in_(reasons),
+            )
+            .returning(suppressions.c.channel)
+        )
+        return result.first() is not None
+
+    async def close_case(self, session: AsyncSession, case_id: str, reason: str, now: datetime) -> None:
+        await session.execute(
+            pg_insert(closed_cases).values(case_id=case_id, reason=reason, at=now).on_conflict_do_nothing()
+        )
+
+    async def case_closed(self, session: AsyncSession, case_id: str) -> str | None:
+        reason: str | None = await session.scalar(
+            select(closed_cases.c.reason).where(closed_cases.c.case_id == case_id)
+        )
+        return reason
+
+    async def pending_for_case(self, session: AsyncSession, case_id: str) -> list[Row[Any]]:
+        rows = await session.execute(
+            select(notifications)
+            .where(notifications.c.case_id == case_id, notifications.c.status == "pending")
+            .with_for_update()
+        )
+        return list(rows)
+
+    async def count_by_status(self, session: AsyncSession) -> dict[str, int]:
+        rows = await session.execute(select(notifications.c.status, func.count()).group_by(notifications.c.status))
+        return {status: int(n) for status, n in rows}
+
+    async def mark_sending(self, session: AsyncSession, notification_id: str, now: datetime) -> bool:
+        """claimed → sending, committed before the provider call; False if the row moved on meanwhile."""
+        changed = await session.execute(
+            update(notifications)
+            .where(notifications.c.notification_id == notification_id, notifications.c.status == "claimed")
+            .values(status="sending", claimed_at=now, updated_at=now)
+            .returning(notifications.c.notification_id)
+        )
+        return changed.first() is not None
+
+    async def mark_claimed(self, session: AsyncSession, notification_ids: list[str], now: datetime) -> None:
+        if notification_ids:
+            await session.execute(
+                update(notifications)
+                .where(notifications.c.notification_id.in_(notification_ids))
+                .values(status="claimed", attempts=notifications.c.attempts + 1, updated_at=now)
+            )
+
+    async def closed_among(self, session: AsyncSession, case_ids: AbstractSet[str]) -> dict[str, str]:
+        rows = await session.execute(
+            select(closed_cases.c.case_id, closed_cases.c.reason).where(closed_cases.c.case_id.in_(case_ids))
+        )
+        return {str(case_id): str(reason) for case_id, reason in rows}
+
+    async def suppressed_among(
+        self, session: AsyncSession, keys: AbstractSet[tuple[str, str]]
+    ) -> AbstractSet[tuple[str, str]]:
+        if not keys:
+            return set()
+        rows = await session.execute(
+            select(suppressions.c.channel, suppressions.c.address_hash).where(
+                tuple_(suppressions.c.channel, suppressions.c.address_hash).in_(list(keys))
+            )
+        )
+        return {(channel, hashed) for channel, hashed in rows}
+
+    async def recent_sends(
+        self, session: AsyncSession, account_ids: AbstractSet[str], now: datetime
+    ) -> dict[tuple[str, str], list[datetime]]:
+        """Per (account, channel): when messages went out in the last 7 days, counting those in flight."""
+        since = now - timedelta(days=7)
+        when = func.coalesce(notifications.c.sent_at, notifications.c.updated_at)
+        rows = await session.execute(
+            select(notifications.c.account_id, notifications.c.channel, when).where(
+                notifications.c.account_id.in_(account_ids),
+                or_(
+                    notifications.c.sent_at > since,
+                    and_(notifications.c.status.in_(["claimed", "sending"]), notifications.c.updated_at > since),
+                ),
+            )
+        )
+        out: dict[tuple[str, str], list[datetime]] = {}
+        for account_id, channel, at in rows:
+            out.setdefault((account_id, channel), []).append(at)
+        return out

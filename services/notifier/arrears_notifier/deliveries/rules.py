@@ -17,6 +17,11 @@ def next_window_start(now: datetime, timezone: str, start_hour: int, end_hour: i
     if start_hour <= local.hour < end_hour:
         return None
     day = local.date() if local.hour < start_hour else local.date() + timedelta(days=1)
-    opens = datetime.combine(day, time(start_hour), tzinfo=zone)
-    # A wall time skipped by a DST jump does not exist: fold it forward through UTC.
-    return opens.astimezone(UTC)
+    for _ in range(7):
+        # A wall time skipped by a DST jump does not exist: it maps forward through UTC. If the
+        # whole window was skipped that day (a window inside the gap), the next day's opens.
+        opens = datetime.combine(day, time(start_hour), tzinfo=zone).astimezone(UTC)
+        if opens > now and start_hour <= opens.astimezone(zone).hour < end_hour:
+            return opens
+        day += timedelta(days=1)
+    raise ValueError(f"no contact window from {start_hour}:00 to {end_hour}:00 in {timezone}")  # pragma: no cover

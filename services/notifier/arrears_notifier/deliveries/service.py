@@ -1,12 +1,19 @@
 """Recording, deciding, sending and reporting notifications.
 
 A request is recorded (unique notification_id) before any provider is called. The dispatcher
-then claims due rows with FOR UPDATE SKIP LOCKED, applies the contact rules, marks each
-message ``sending`` and commits *before* calling the provider, and records the outcome in its
-own small transaction right after the call. A process that dies between the provider's
-acceptance and that record leaves the row in ``sending``; it is never sent again (at most once):
-after ``stale_after`` it is reported ``failed`` with the reason "outcome unknown". The window is
-the duration of one provider call plus one commit (milliseconds against a local relay).
+claims due rows with FOR UPDATE SKIP LOCKED, applies the contact rules and marks them
+``claimed``. Each message is then marked ``sending`` in its own commit at the last moment before
+the provider can take it (before the HTTP request; after SMTP RCPT, before DATA), and the outcome
+is recorded in its own small transaction right after.
+States: pending → claimed → sending → sent → delivered | failed, with deferrals (pending with a
+reason and a later time) and suppressions reported as they happen.
+
+A process that dies leaves rows in ``claimed`` (never handed over: due again after
+``stale_after``) or ``sending`` (handed over, outcome unrecorded). For those, recovery asks the
+provider: the SMS API lists the messages it took, so an SMS is recorded as sent or sent once more,
+exactly once. SMTP cannot be asked, so an email in that window is never resent (at most once) and
+is reported failed "outcome unknown". That window is the DATA exchange plus one commit, for at
+most ``channel.concurrency`` messages per process (the SMTP pool size, 4 by default).
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import hashlib
 import hmac
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,13 +34,21 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from arrears_notifier.channels.base import Channel, Message, PermanentSendError, TransientSendError
+from arrears_notifier.channels.base import (
+    AmbiguousSendError,
+    Channel,
+    HandoverRefused,
+    Message,
+    OutcomeUnknown,
+    PermanentSendError,
+    TransientSendError,
+)
 from arrears_notifier.deliveries.repository import DeliveryRepository
 from arrears_notifier.deliveries.rules import next_window_start
 from arrears_notifier.templates.render import Renderer
 from arrears_shared.clock import Clock
 from arrears_shared.events.envelope import CloudEvent, new_event
-from arrears_shared.events.v1 import DeliveryUpdated, NotificationRequested
+from arrears_shared.events.v1 import CaseEvent, DeliveryUpdated, NotificationRequested
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.metrics import NOTIFICATIONS
 from arrears_shared.topics import DELIVERIES
@@ -43,6 +59,35 @@ SOURCE = "arrears/notifier"
 # (the providers' own timeouts are far shorter).
 STALE_SENDING = timedelta(minutes=2)
 
+# Twilio's message statuses in the order they happen; a callback never moves a message back.
+PROVIDER_STATUS_RANK = {
+    "accepted": 0,
+    "scheduled": 0,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "read": 5,
+}
+TERMINAL = frozenset({"delivered", "failed", "suppressed"})
+# Error codes that mean the number cannot receive SMS at all: unknown destination, landline.
+SMS_HARD_BOUNCE_CODES = frozenset({"30005", "30006"})
+STOP_KEYWORDS = frozenset(
+    {"STOP", "STOPALL", "QUIT", "END", "REVOKE", "OPT OUT", "OPTOUT", "CANCEL", "UNSUBSCRIBE", "STOP ALL"}
+)
+START_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
+OPT_OUT_REASON = "sms opt-out keyword"
+
+
+@dataclass(frozen=True)
+class StatusCallback:
+    notification_id: str
+    message_sid: str | None
+    status: str
+    error_code: str | None
+
 
 @dataclass(frozen=True)
 class ContactRules:
@@ -50,6 +95,17 @@ class ContactRules:
     window_end_hour: int = 21
     cap_per_7_days: int = 3
     max_attempts: int = 6
+
+
+@dataclass
+class _BatchContext:
+    closed: dict[str, str]
+    suppressed: AbstractSet[tuple[str, str]]
+    recent: dict[tuple[str, str], list[datetime]]
+
+
+def _address(row: Row[Any]) -> str:
+    return str(row.recipient.get("email" if row.channel == "email" else "phone") or "")
 
 
 def address_hash(channel: str, address: str) -> str:
@@ -73,7 +129,12 @@ class LinkSigner:
         good = hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()[:32]
         if not hmac.compare_digest(mac, good):
             return None
-        channel, _, hashed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode().partition(":")
+        try:
+            channel, _, hashed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if channel not in ("email", "sms") or len(hashed) != 64:
+            return None
         return channel, hashed
 
 
@@ -98,6 +159,7 @@ class DeliveryService:
         self.signer = signer
         self.public_base_url = public_base_url.rstrip("/")
         self.repo = repository or DeliveryRepository()
+        self._slots: dict[str, asyncio.Semaphore] = {}
 
     # ------------------------------------------------------------------ intake
 
@@ -127,21 +189,35 @@ class DeliveryService:
     # ------------------------------------------------------------------ dispatch
 
     async def claim(self, session: AsyncSession, limit: int) -> list[Row[Any]]:
-        """Claim due notifications, apply the contact rules, and return the ones to send now (marked sending)."""
+        """Claim due notifications, apply the contact rules, and return the ones to send now (marked claimed:
+        taken by this process, certainly not handed to a provider yet).
+
+        The rules' lookups (closed cases, suppressions, recent sends) run once per batch, not per row.
+        """
         now = self.clock.now()
-        to_send = []
-        for row in await self.repo.claim_due(session, now, limit):
-            if await self._allowed(session, row, now):
-                await self.repo.set(session, row.notification_id, now, status="sending", attempts=row.attempts + 1)
-                to_send.append(row)
+        rows = await self.repo.claim_due(session, now, limit)
+        if not rows:
+            return []
+        hashes = {(r.channel, address_hash(r.channel, _address(r))) for r in rows if _address(r)}
+        context = _BatchContext(
+            closed=await self.repo.closed_among(session, {r.case_id for r in rows}),
+            suppressed=await self.repo.suppressed_among(session, hashes),
+            recent=await self.repo.recent_sends(session, {r.account_id for r in rows}, now),
+        )
+        to_send = [row for row in rows if await self._allowed(session, row, now, context)]
+        await self.repo.mark_claimed(session, [r.notification_id for r in to_send], now)
         return to_send
 
-    async def _allowed(self, session: AsyncSession, row: Row[Any], now: datetime) -> bool:
-        address = row.recipient.get("email" if row.channel == "email" else "phone")
+    async def _allowed(self, session: AsyncSession, row: Row[Any], now: datetime, context: _BatchContext) -> bool:
+        address = _address(row)
+        closed = context.closed.get(row.case_id)
+        if closed is not None:
+            await self._finish(session, row, now, "suppressed", f"case {closed}")
+            return False
         if row.expires_at is not None and row.expires_at <= now:
             await self._finish(session, row, now, "suppressed", "expired before it could be delivered")
             return False
-        if not address or await self.repo.is_suppressed(session, row.channel, address_hash(row.channel, address)):
+        if not address or (row.channel, address_hash(row.channel, address)) in context.suppressed:
             await self._finish(session, row, now, "suppressed", "recipient opted out or bounced")
             return False
         opens = next_window_start(
@@ -150,11 +226,13 @@ class DeliveryService:
         if opens is not None:
             await self._defer(session, row, now, opens, "outside contact hours in the recipient's time zone")
             return False
-        sent = await self.repo.sent_in_window(session, row.account_id, row.channel, now)
+        sent = context.recent.setdefault((row.account_id, row.channel), [])
         if len(sent) >= self.rules.cap_per_7_days:
+            sent.sort()
             until = sent[len(sent) - self.rules.cap_per_7_days] + timedelta(days=7)
             await self._defer(session, row, now, until, f"at most {self.rules.cap_per_7_days} per 7 days")
             return False
+        sent.append(now)  # counts against the cap for the rest of this batch
         return True
 
     async def _defer(self, session: AsyncSession, row: Row[Any], now: datetime, until: datetime, reason: str) -> None:
@@ -165,44 +243,65 @@ class DeliveryService:
         if row.reason != reason:  # report a deferral once, not on every sweep
             await self._report(session, row, now, "deferred", reason)
 
+    def _slot(self, channel: str) -> asyncio.Semaphore:
+        slot = self._slots.get(channel)
+        if slot is None:
+            slot = self._slots[channel] = asyncio.Semaphore(self.channels[channel].concurrency)
+        return slot
+
     async def deliver(self, row: Row[Any], sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        """Send one claimed notification and record the outcome at once."""
+        """Send one claimed notification and record the outcome at once.
+
+        The row becomes ``sending`` in its own commit only at the last moment before the provider
+        can take the message (the channel calls ``handover``: before the HTTP request, after SMTP
+        RCPT and before DATA), so a crash leaves at most ``channel.concurrency`` messages per
+        process whose outcome is unknown; everything merely claimed is safely retried.
+        """
         status, reason, provider_id, retry_at, hard_bounce = "sent", None, None, None, False
         try:
             message = self._message(row)
         except Exception as exc:  # a template that cannot render is the request's fault, not the provider's
             message = None
             status, reason = "failed", f"template could not be rendered: {type(exc).__name__}"
-        if message is not None:
-            try:
-                result = await self.channels[row.channel].send(message)
-                provider_id = result.provider_message_id
-            except PermanentSendError as exc:
-                status, reason, hard_bounce = "failed", str(exc), exc.hard_bounce
-            except TransientSendError as exc:
-                reason = str(exc)
-                if row.attempts + 1 >= self.rules.max_attempts:
-                    status = "failed"
-                else:
-                    status = "pending"
-                    backoff = min(2 ** (row.attempts + 1) * 15, 3600)
-                    retry_at = self.clock.now() + timedelta(seconds=backoff * random.uniform(0.5, 1.5))
-            except Exception as exc:
-                # Unknown whether the provider took it: never resend (at most once), report it.
-                log.exception("channel failed unexpectedly", extra={"notification_id": row.notification_id})
-                status, reason = "failed", f"outcome unknown: {type(exc).__name__}; not resent"
+        handed = False
+
+        async def handover() -> bool:
+            nonlocal handed
+            async with sessionmaker() as session, session.begin():
+                handed = await self.repo.mark_sending(session, row.notification_id, self.clock.now())
+            return handed
+
+        async with self._slot(row.channel):
+            if message is not None:
+                try:
+                    result = await self.channels[row.channel].send(message, handover)
+                    provider_id = result.provider_message_id
+                except HandoverRefused:
+                    return  # moved on meanwhile (another replica's recovery): not ours any more
+                except PermanentSendError as exc:
+                    status, reason, hard_bounce = "failed", str(exc), exc.hard_bounce
+                except TransientSendError as exc:
+                    reason = str(exc)
+                    if row.attempts + 1 >= self.rules.max_attempts:
+                        status = "failed"
+                    else:
+                        status = "pending"
+                        backoff = min(2 ** (row.attempts + 1) * 15, 3600)
+                        retry_at = self.clock.now() + timedelta(seconds=backoff * random.uniform(0.5, 1.5))
+                except AmbiguousSendError as exc:
+                    # Left in "sending": recovery asks the provider after stale_after, or gives up.
+                    if not handed:
+                        await handover()
+                    log.warning("send outcome unknown: %s", exc, extra={"notification_id": row.notification_id})
+                    return
+                except Exception as exc:
+                    # Unknown whether the provider took it: never resend (at most once), report it.
+                    log.exception("channel failed unexpectedly", extra={"notification_id": row.notification_id})
+                    status, reason = "failed", f"outcome unknown: {type(exc).__name__}; not resent"
         now = self.clock.now()
         async with sessionmaker() as session, session.begin():
             if status == "sent":
-                await self.repo.set(
-                    session,
-                    row.notification_id,
-                    now,
-                    status="sent",
-                    sent_at=now,
-                    provider_message_id=provider_id,
-                    reason=None,
-                )
+                await self.repo.record_sent(session, row.notification_id, now, provider_id)
                 await self._report(session, row, now, "sent", None, provider_id)
             elif status == "pending":
                 await self.repo.set(
@@ -216,15 +315,126 @@ class DeliveryService:
                     )
                 await self._finish(session, row, now, "failed", reason)
 
-    async def recover(self, session: AsyncSession, stale_after: timedelta, limit: int = 500) -> int:
-        """Rows left in ``sending`` by a process that died: never resent, reported as failed."""
+    async def recover(self, session: AsyncSession, stale_after: timedelta, limit: int = 100) -> int:
+        """Rows left in ``sending`` by a process that died between claiming and recording.
+
+        The provider is asked whether it accepted the message (the SMS API can list what it
+        took; SMTP cannot be asked). Accepted: recorded as sent. Certainly not accepted: pending
+        again, so it is sent once. Cannot tell: reported failed "outcome unknown", never resent.
+        """
         now = self.clock.now()
+        claimed = await self.repo.stale_sending(session, now - stale_after, limit, status="claimed")
+        for row in claimed:  # never handed to a provider: simply due again
+            await self.repo.set(
+                session,
+                row.notification_id,
+                now,
+                status="pending",
+                attempts=max(row.attempts - 1, 0),
+                next_attempt_at=now,
+            )
         rows = await self.repo.stale_sending(session, now - stale_after, limit)
         for row in rows:
-            await self._finish(
-                session, row, now, "failed", "outcome unknown: the sender stopped during the provider call; not resent"
+            try:
+                message = self._message(row)
+                since = row.claimed_at or row.updated_at
+                found = await self.channels[row.channel].lookup(message, since - timedelta(seconds=5))
+            except OutcomeUnknown:
+                await self._finish(
+                    session,
+                    row,
+                    now,
+                    "failed",
+                    "outcome unknown: the sender stopped during the provider call; not resent",
+                )
+                continue
+            except Exception as exc:  # provider unreachable: ask again on the next sweep
+                log.warning(
+                    "recovery lookup failed: %s", type(exc).__name__, extra={"notification_id": row.notification_id}
+                )
+                continue
+            if found is not None:
+                await self.repo.record_sent(session, row.notification_id, now, found.provider_message_id)
+                await self._report(session, row, now, "sent", None, found.provider_message_id)
+            else:
+                await self.repo.set(
+                    session,
+                    row.notification_id,
+                    now,
+                    status="pending",
+                    next_attempt_at=now,
+                    reason="resending: the provider never received it",
+                )
+        return len(claimed) + len(rows)
+
+    # ------------------------------------------------------------------ cases, webhooks, opt-outs
+
+    async def on_case_closed(self, session: AsyncSession, event: CloudEvent, data: CaseEvent) -> None:
+        """A resolved or written-off case: suppress what is still waiting, and anything later."""
+        now = self.clock.now()
+        reason = event.type.rsplit(".", 1)[-1].replace("_", " ")
+        await self.repo.close_case(session, data.case_id, reason, now)
+        for row in await self.repo.pending_for_case(session, data.case_id):
+            await self._finish(session, row, now, "suppressed", f"case {reason}")
+
+    async def on_status_callback(self, session: AsyncSession, callback: StatusCallback) -> str:
+        """Apply a provider status callback. Repeats and callbacks older than what is known change nothing."""
+        now = self.clock.now()
+        row = await self.repo.get_for_update(session, callback.notification_id)
+        if row is None or row.channel != "sms":
+            return "unknown notification"
+        if row.provider_message_id and callback.message_sid and row.provider_message_id != callback.message_sid:
+            return "not this notification's message"
+        new_rank = PROVIDER_STATUS_RANK.get(callback.status)
+        if new_rank is None:
+            return "status not tracked"
+        if new_rank <= PROVIDER_STATUS_RANK.get(row.provider_status or "", -1) or row.status in TERMINAL:
+            return "already known"
+        values: dict[str, Any] = {"provider_status": callback.status}
+        if callback.message_sid and not row.provider_message_id:
+            values["provider_message_id"] = callback.message_sid
+        status: str | None = None
+        reason: str | None = None
+        if callback.status == "delivered":
+            status = "delivered"
+        elif callback.status in ("undelivered", "failed"):
+            status = "failed"
+            reason = f"provider reported {callback.status}" + (
+                f" (error {callback.error_code})" if callback.error_code else ""
             )
-        return len(rows)
+            if callback.error_code in SMS_HARD_BOUNCE_CODES:
+                await self.repo.suppress(
+                    session, "sms", address_hash("sms", row.recipient.get("phone", "")), "hard bounce", now
+                )
+        if status is not None:
+            values.update(status=status, reason=reason, next_attempt_at=None)
+            if row.sent_at is None:
+                values["sent_at"] = now
+        await self.repo.set(session, row.notification_id, now, **values)
+        if status is not None:
+            await self._report(session, row, now, status, reason, callback.message_sid or row.provider_message_id)
+        return status or callback.status
+
+    async def on_inbound_sms(self, session: AsyncSession, sender: str, body: str) -> str | None:
+        """STOP and its synonyms suppress the number; START and UNSTOP lift that (never a hard bounce)."""
+        keyword = " ".join(body.strip().upper().split())
+        hashed = address_hash("sms", sender)
+        if keyword in STOP_KEYWORDS:
+            await self.repo.suppress(session, "sms", hashed, OPT_OUT_REASON, self.clock.now())
+            return "opted out"
+        if keyword in START_KEYWORDS:
+            await self.repo.unsuppress(session, "sms", hashed, [OPT_OUT_REASON])
+            return "opted in"
+        return None
+
+    async def unsubscribe(self, session: AsyncSession, token: str) -> str:
+        """Suppress the address a signed unsubscribe link names; raises ValueError for a bad link."""
+        verified = self.signer.verify(token)
+        if verified is None:
+            raise ValueError("this unsubscribe link is not valid")
+        channel, hashed = verified
+        await self.repo.suppress(session, channel, hashed, "unsubscribe link", self.clock.now())
+        return channel
 
     def _message(self, row: Row[Any]) -> Message:
         address = row.recipient["email"] if row.channel == "email" else row.recipient["phone"]
@@ -289,7 +499,9 @@ class Dispatcher:
         concurrency: int,
         poll_seconds: float,
         on_commit: Any = None,
+        stale_after: timedelta = STALE_SENDING,
     ) -> None:
+        self.stale_after = stale_after
         self.service = service
         self.sessionmaker = sessionmaker
         self.concurrency = concurrency
@@ -319,21 +531,50 @@ class Dispatcher:
             self.on_commit()
         return len(rows)
 
-    async def run(self) -> None:
+    async def run(self, until_idle: bool = False) -> None:
+        """Claim and send continuously: a new batch is claimed as soon as there is room, while
+        earlier sends are still running (at most ``concurrency`` in flight; each channel's own
+        limit bounds its provider calls). ``until_idle`` returns once nothing is due or in flight."""
         recovered_at = 0.0
         loop = asyncio.get_running_loop()
+        inflight: set[asyncio.Task[None]] = set()
         while not self._stop.is_set():
+            claimed = 0
             try:
-                if loop.time() - recovered_at > 30:
+                if loop.time() - recovered_at > min(30.0, self.stale_after.total_seconds()):
                     recovered_at = loop.time()
                     async with self.sessionmaker() as session, session.begin():
-                        await self.service.recover(session, STALE_SENDING)
-                n = await self.dispatch_once()
+                        await self.service.recover(session, self.stale_after)
+                room = self.concurrency - len(inflight)
+                if room >= max(1, self.concurrency // 4):
+                    async with self.sessionmaker() as session, session.begin():
+                        rows = await self.service.claim(session, room)
+                    claimed = len(rows)
+                    for row in rows:
+                        task = asyncio.create_task(self.service.deliver(row, self.sessionmaker))
+                        inflight.add(task)
+                        task.add_done_callback(self._finished(inflight))
             except Exception:
                 log.exception("dispatch failed; retrying")
-                n = 0
-            if n:
+            if claimed:
                 continue
+            if inflight:
+                await asyncio.wait(inflight, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if until_idle:
+                break
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+        if inflight:
+            await asyncio.gather(*inflight, return_exceptions=True)
+
+    def _finished(self, inflight: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            inflight.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("delivery task failed", exc_info=task.exception())
+            if callable(self.on_commit):
+                self.on_commit()
+
+        return done

@@ -1,0 +1,1 @@
+"""Provider webhooks: SMS status callbacks, inbound SMS (opt-out keywords), unsubscribe links."""

@@ -1,0 +1,509 @@
+"""The notifier's delivery path against the real database, a real SMTP server (aiosmtpd) and the
+local Twilio-compatible HTTP SMS provider: sending, contact rules, suppression, retries, the circuit
+breaker, recovery after a crash, and every decision reported on collections.deliveries.v1."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from arrears_notifier.channels.base import (
+    AmbiguousSendError,
+    Channel,
+    Handover,
+    Message,
+    SendResult,
+    TransientSendError,
+)
+from arrears_notifier.channels.breaker import BreakingChannel, CircuitBreaker
+from arrears_notifier.channels.email import SmtpChannel
+from arrears_notifier.channels.segments import measure
+from arrears_notifier.channels.sms import TwilioSmsChannel
+from arrears_notifier.deliveries.service import (
+    ContactRules,
+    DeliveryService,
+    Dispatcher,
+    LinkSigner,
+    StatusCallback,
+    address_hash,
+)
+from arrears_notifier.models import notifications, outbox, suppressions
+from arrears_notifier.templates.render import Renderer
+from arrears_shared.clock import FixedClock
+from arrears_shared.db import make_sessionmaker
+from arrears_shared.events.envelope import new_event
+from arrears_shared.events.v1 import CaseEvent, NotificationRequested
+from arrears_shared.messaging.outbox import Outbox
+from tests.notifier.providers import RecordingHandler, SmsProvider, sms_provider, smtp_server
+from tests.test_e2e_flow import daytime_zone
+
+SID, TOKEN = "ACtest", "test-token"
+PUBLIC = "http://notifier.test"
+
+
+@pytest.fixture(scope="module")
+def smtp() -> Iterator[tuple[int, RecordingHandler]]:
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def sms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmsProvider]:
+    with sms_provider(tmp_path_factory.mktemp("sms") / "messages.jsonl", TOKEN) as provider:
+        yield provider
+
+
+@pytest.fixture
+def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime.now(UTC).replace(microsecond=0))
+
+
+def make_service(
+    smtp_port: int, sms: SmsProvider, clock: FixedClock, channels: dict[str, Channel] | None = None, cap: int = 3
+) -> DeliveryService:
+    return DeliveryService(
+        outbox=Outbox(outbox),
+        clock=clock,
+        renderer=Renderer(),
+        channels=channels
+        or {
+            "email": SmtpChannel(host="127.0.0.1", port=smtp_port, sender="collections@arrears.test"),
+            "sms": TwilioSmsChannel(
+                api_base=sms.base_url,
+                account_sid=SID,
+                auth_token=TOKEN,
+                sender="+15005550006",
+                status_callback=f"{PUBLIC}/v1/webhooks/sms/status",
+            ),
+        },
+        rules=ContactRules(8, 21, cap, 3),
+        signer=LinkSigner("test-secret"),
+        public_base_url=PUBLIC,
+    )
+
+
+@pytest.fixture
+async def service(
+    smtp: tuple[int, RecordingHandler], sms: SmsProvider, clock: FixedClock
+) -> AsyncIterator[DeliveryService]:
+    svc = make_service(smtp[0], sms, clock)
+    yield svc
+    for channel in svc.channels.values():
+        await channel.close()
+
+
+def variables() -> dict[str, Any]:
+    return {
+        "customer_name": "Erika Mustermann",
+        "invoices": [{"number": "2026-0001", "open": "€1,234.50", "due_date": "2026-01-10"}],
+        "total_due": "€1,234.50",
+        "max_days_past_due": 10,
+        "deadline": "2026-02-01",
+        "payment_link": "https://pay.example.com/a/ACC-1",
+    }
+
+
+def new_request(channel: str = "email", **overrides: Any) -> NotificationRequested:
+    account = overrides.pop("account_id", f"ACC-{uuid.uuid4().hex[:8]}")
+    fields: dict[str, Any] = {
+        "notification_id": f"N-{uuid.uuid4().hex}",
+        "case_id": f"CASE-{uuid.uuid4().hex[:8]}",
+        "account_id": account,
+        "channel": channel,
+        "template": "overdue_polite",
+        "locale": "en",
+        "recipient": {
+            "email": f"{account.lower()}@example.com" if channel == "email" else None,
+            "phone": f"+4915{uuid.uuid4().int % 10**9:09d}" if channel == "sms" else None,
+            "timezone": daytime_zone(),
+        },
+        "variables": variables(),
+    }
+    fields.update(overrides)
+    return NotificationRequested.model_validate(fields)
+
+
+async def submit(service: DeliveryService, sm: async_sessionmaker[AsyncSession], req: NotificationRequested) -> None:
+    event = new_event(
+        type="collections.notification.requested",
+        source="test",
+        subject=req.account_id,
+        data=req,
+        time=service.clock.now(),
+    )
+    async with sm() as session, session.begin():
+        await service.on_requested(session, event, req)
+
+
+async def dispatch(service: DeliveryService, sm: async_sessionmaker[AsyncSession]) -> int:
+    return await Dispatcher(service, sm, concurrency=10, poll_seconds=0.1).dispatch_once()
+
+
+async def row(sm: async_sessionmaker[AsyncSession], notification_id: str) -> Any:
+    async with sm() as session:
+        return (
+            await session.execute(select(notifications).where(notifications.c.notification_id == notification_id))
+        ).one()
+
+
+async def reported(sm: async_sessionmaker[AsyncSession], notification_id: str) -> list[dict[str, Any]]:
+    """The delivery updates written to the outbox for one notification, oldest first."""
+    async with sm() as session:
+        payloads = (
+            await session.execute(select(outbox.c.payload).where(outbox.c.topic == "collections.deliveries.v1"))
+        ).scalars()
+        events = [orjson.loads(p) for p in payloads]
+    return [e["data"] for e in events if e["data"]["notification_id"] == notification_id]
+
+
+async def test_email_is_sent_once_as_multipart_with_unsubscribe_and_reported(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], smtp: tuple[int, RecordingHandler]
+) -> None:
+    req = new_request("email")
+    await submit(service, sessionmaker, req)
+    await submit(service, sessionmaker, req)  # a redelivered request changes nothing
+    assert await dispatch(service, sessionmaker) >= 1
+    await dispatch(service, sessionmaker)
+    mails = smtp[1].to(str(req.recipient.email))
+    assert len(mails) == 1
+    mail = mails[0]
+    assert mail["List-Unsubscribe"].startswith(f"<{PUBLIC}/v1/unsubscribe?token=")
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    plain, html = mail.get_body(("plain",)), mail.get_body(("html",))
+    assert plain is not None
+    assert html is not None
+    assert "https://pay.example.com/a/ACC-1" in plain.get_content()
+    assert "January 10, 2026" in plain.get_content()
+    assert "/v1/unsubscribe?token=" in html.get_content()
+    stored = await row(sessionmaker, req.notification_id)
+    assert stored.status == "sent"
+    assert stored.provider_message_id
+    assert [u["status"] for u in await reported(sessionmaker, req.notification_id)] == ["sent"]
+
+
+async def test_sms_fits_two_segments_carries_opt_out_and_status_callbacks_are_idempotent(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], sms: SmsProvider
+) -> None:
+    long_total = ", ".join(f"€{n},234.50" for n in range(1, 30))
+    req = new_request("sms", template="notice_of_intent", variables={**variables(), "total_due": long_total})
+    await submit(service, sessionmaker, req)
+    await dispatch(service, sessionmaker)
+    texts = sms.messages(str(req.recipient.phone))
+    assert len(texts) == 1
+    body = texts[0]["body"]
+    assert measure(body).segments <= 2
+    assert body.endswith("https://pay.example.com/a/ACC-1 Reply STOP to opt out.")
+    sid = texts[0]["sid"]
+    assert texts[0]["status_callback"].endswith(f"?nid={req.notification_id}")
+
+    async def callback(status: str, code: str | None = None) -> str:
+        async with sessionmaker() as session, session.begin():
+            return await service.on_status_callback(session, StatusCallback(req.notification_id, sid, status, code))
+
+    assert await callback("sent") == "sent"
+    assert await callback("delivered") == "delivered"
+    assert await callback("delivered") == "already known"  # a repeat
+    assert await callback("sent") == "already known"  # out of order: never moves back
+    assert await callback("undelivered", "30003") == "already known"
+    stored = await row(sessionmaker, req.notification_id)
+    assert stored.status == "delivered"
+    assert stored.provider_message_id == sid
+    assert [u["status"] for u in await reported(sessionmaker, req.notification_id)] == ["sent", "delivered"]
+
+
+async def test_callback_before_our_own_record_is_kept(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    req = new_request("sms")
+    await submit(service, sessionmaker, req)
+    async with sessionmaker() as session, session.begin():
+        await service.claim(session, 1000)
+        await service.repo.mark_sending(session, req.notification_id, service.clock.now())
+    async with sessionmaker() as session, session.begin():
+        assert (
+            await service.on_status_callback(
+                session, StatusCallback(req.notification_id, "SMfast", "undelivered", "30006")
+            )
+            == "failed"
+        )
+    async with sessionmaker() as session, session.begin():
+        await service.repo.record_sent(session, req.notification_id, service.clock.now(), "SMfast")
+    stored = await row(sessionmaker, req.notification_id)
+    assert stored.status == "failed"  # the provider's later word is not overwritten by our "sent"
+    assert "30006" in stored.reason
+    async with sessionmaker() as session:
+        assert await service.repo.is_suppressed(session, "sms", address_hash("sms", str(req.recipient.phone)))
+
+
+async def test_outside_contact_hours_defers_to_the_next_local_morning(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], clock: FixedClock
+) -> None:
+    clock.set(datetime(2026, 3, 28, 22, 30, tzinfo=UTC))  # 23:30 in Berlin, the night before DST starts
+    req = new_request("email", recipient={"email": "night@example.com", "timezone": "Europe/Berlin"})
+    await submit(service, sessionmaker, req)
+    await dispatch(service, sessionmaker)
+    stored = await row(sessionmaker, req.notification_id)
+    assert stored.status == "pending"
+    assert stored.next_attempt_at == datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # 08:00 CEST
+    updates = await reported(sessionmaker, req.notification_id)
+    assert [u["status"] for u in updates] == ["deferred"]
+    assert "contact hours" in updates[0]["reason"]
+
+
+async def test_cap_per_account_and_channel_over_rolling_seven_days(
+    smtp: tuple[int, RecordingHandler], sms: SmsProvider, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
+    service = make_service(smtp[0], sms, clock, cap=2)
+    account = f"ACC-{uuid.uuid4().hex[:8]}"
+    reqs = [new_request("email", account_id=account) for _ in range(3)]
+    for i, req in enumerate(reqs[:2]):
+        await submit(service, sessionmaker, req)
+        await dispatch(service, sessionmaker)
+        clock.advance(timedelta(hours=1 + i))
+    await submit(service, sessionmaker, reqs[2])
+    await dispatch(service, sessionmaker)
+    third = await row(sessionmaker, reqs[2].notification_id)
+    first = await row(sessionmaker, reqs[0].notification_id)
+    assert third.status == "pending"
+    assert third.next_attempt_at == first.sent_at + timedelta(days=7)
+    assert "per 7 days" in third.reason
+    await service.channels["email"].close()
+
+
+async def test_stop_keyword_suppresses_and_start_lifts_it(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], sms: SmsProvider
+) -> None:
+    req = new_request("sms")
+    phone = str(req.recipient.phone)
+    async with sessionmaker() as session, session.begin():
+        assert await service.on_inbound_sms(session, phone, "  opt   out ") == "opted out"
+    await submit(service, sessionmaker, req)
+    await dispatch(service, sessionmaker)
+    assert (await row(sessionmaker, req.notification_id)).status == "suppressed"
+    assert sms.messages(phone) == []
+    async with sessionmaker() as session, session.begin():
+        assert await service.on_inbound_sms(session, phone, "START") == "opted in"
+        assert not await service.repo.is_suppressed(session, "sms", address_hash("sms", phone))
+        assert await service.on_inbound_sms(session, phone, "hello, I will pay friday") is None
+
+
+async def test_unsubscribe_link_suppresses_the_address(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    req = new_request("email")
+    token = service.signer.sign("email", address_hash("email", str(req.recipient.email).upper()))
+    async with sessionmaker() as session, session.begin():
+        assert await service.unsubscribe(session, token) == "email"
+    with pytest.raises(ValueError, match="not valid"):
+        async with sessionmaker() as session, session.begin():
+            await service.unsubscribe(session, token[:-1] + ("0" if token[-1] != "0" else "1"))
+    await submit(service, sessionmaker, req)
+    await dispatch(service, sessionmaker)
+    stored = await row(sessionmaker, req.notification_id)
+    assert stored.status == "suppressed"
+    assert [u["status"] for u in await reported(sessionmaker, req.notification_id)] == ["suppressed"]
+
+
+async def test_resolved_case_suppresses_waiting_and_later_requests(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], clock: FixedClock
+) -> None:
+    waiting = new_request("email", not_before=clock.now() + timedelta(hours=2))
+    late = new_request("sms", case_id=waiting.case_id, account_id=waiting.account_id)
+    await submit(service, sessionmaker, waiting)
+    data = CaseEvent(case_id=waiting.case_id, account_id=waiting.account_id, status="paid")
+    event = new_event(
+        type="collections.case.resolved", source="test", subject=waiting.account_id, data=data, time=clock.now()
+    )
+    async with sessionmaker() as session, session.begin():
+        await service.on_case_closed(session, event, data)
+    await submit(service, sessionmaker, late)
+    clock.advance(timedelta(hours=3))
+    await dispatch(service, sessionmaker)
+    for req in (waiting, late):
+        stored = await row(sessionmaker, req.notification_id)
+        assert stored.status == "suppressed"
+        assert stored.reason == "case resolved"
+
+
+async def test_expired_request_is_suppressed(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], clock: FixedClock
+) -> None:
+    req = new_request("email", expires_at=clock.now() + timedelta(minutes=5))
+    await submit(service, sessionmaker, req)
+    clock.advance(timedelta(minutes=6))
+    await dispatch(service, sessionmaker)
+    stored = await row(sessionmaker, req.notification_id)
+    assert stored.status == "suppressed"
+    assert "expired" in stored.reason
+
+
+async def test_smtp_5xx_recipient_fails_and_suppresses_smtp_4xx_retries_later(
+    service: DeliveryService,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    smtp: tuple[int, RecordingHandler],
+    clock: FixedClock,
+) -> None:
+    hard, soft = new_request("email"), new_request("email")
+    smtp[1].refuse[str(hard.recipient.email)] = "550 5.1.1 no such user"
+    smtp[1].refuse[str(soft.recipient.email)] = "451 4.7.1 try again later"
+    for req in (hard, soft):
+        await submit(service, sessionmaker, req)
+    await dispatch(service, sessionmaker)
+    failed, retrying = await row(sessionmaker, hard.notification_id), await row(sessionmaker, soft.notification_id)
+    assert failed.status == "failed"
+    assert "550" in failed.reason
+    async with sessionmaker() as session:
+        assert await service.repo.is_suppressed(session, "email", address_hash("email", str(hard.recipient.email)))
+    assert retrying.status == "pending"
+    assert "451" in retrying.reason
+    # Exponential backoff with jitter: the first retry waits 30 s ± 50 %.
+    assert clock.now() + timedelta(seconds=15) <= retrying.next_attempt_at <= clock.now() + timedelta(seconds=45)
+    # After max_attempts (3 here) the transient failure becomes a failure with its reason.
+    for _ in range(2):
+        clock.set(retrying.next_attempt_at)
+        await dispatch(service, sessionmaker)
+        retrying = await row(sessionmaker, soft.notification_id)
+    assert retrying.status == "failed"
+    assert retrying.attempts == 3
+    assert smtp[1].to(str(soft.recipient.email)) == []
+    del smtp[1].refuse[str(hard.recipient.email)], smtp[1].refuse[str(soft.recipient.email)]
+
+
+async def test_sms_4xx_is_permanent_and_5xx_opens_the_circuit(
+    smtp: tuple[int, RecordingHandler], sms: SmsProvider, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
+    down = TwilioSmsChannel(api_base=sms.base_url + "/down", account_sid=SID, auth_token=TOKEN, sender="+15005550006")
+    ticks = [0.0]
+    breaker = CircuitBreaker(threshold=2, cool_down=30, monotonic=lambda: ticks[0])
+    service = make_service(smtp[0], sms, clock, channels={"sms": BreakingChannel(down, breaker)})
+    reqs = [new_request("sms") for _ in range(3)]
+    for req in reqs:
+        await submit(service, sessionmaker, req)
+    # the sink answers 404 under /down: a 4xx, permanent, so it does not count against the provider
+    await dispatch(service, sessionmaker)
+    assert {(await row(sessionmaker, r.notification_id)).status for r in reqs} == {"failed"}
+    assert breaker.state == "closed"
+
+    class Flaky(Channel):
+        name = "sms"
+        calls = 0
+
+        async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
+            Flaky.calls += 1
+            raise TransientSendError("SMS provider 503")
+
+    service = make_service(smtp[0], sms, clock, channels={"sms": BreakingChannel(Flaky(), breaker)})
+    reqs = [new_request("sms") for _ in range(4)]
+    for req in reqs:
+        await submit(service, sessionmaker, req)
+    await Dispatcher(service, sessionmaker, concurrency=1, poll_seconds=0.1).dispatch_once()
+    assert Flaky.calls == 2  # the circuit opened after two failures; the rest were not attempted
+    assert breaker.state == "open"
+    reasons = {(await row(sessionmaker, r.notification_id)).reason for r in reqs}
+    assert reasons == {"SMS provider 503", "provider circuit open after repeated failures; not attempted"}
+    assert {(await row(sessionmaker, r.notification_id)).status for r in reqs} == {"pending"}
+    ticks[0] = 31
+    assert breaker.state == "half-open"
+    await down.close()
+
+
+async def test_recovery_asks_the_sms_provider_and_never_resends_blind(
+    service: DeliveryService,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    sms: SmsProvider,
+    smtp: tuple[int, RecordingHandler],
+    clock: FixedClock,
+) -> None:
+    taken, lost, mail = new_request("sms"), new_request("sms"), new_request("email")
+    for req in (taken, lost, mail):
+        await submit(service, sessionmaker, req)
+    async with sessionmaker() as session, session.begin():
+        claimed = await service.claim(session, 1000)
+        for r in claimed:  # each handed to its provider, as deliver() does right before the call
+            await service.repo.mark_sending(session, r.notification_id, clock.now())
+    by_id = {r.notification_id: r for r in claimed}
+    # The provider accepted ``taken`` and the process died before recording it; ``lost`` and
+    # ``mail`` were claimed but never reached their providers.
+    result = await service.channels["sms"].send(service._message(by_id[taken.notification_id]))
+    clock.advance(timedelta(minutes=3))
+    async with sessionmaker() as session, session.begin():
+        await service.recover(session, timedelta(minutes=2))
+    assert (await row(sessionmaker, taken.notification_id)).status == "sent"
+    assert (await row(sessionmaker, taken.notification_id)).provider_message_id == result.provider_message_id
+    assert (await row(sessionmaker, lost.notification_id)).status == "pending"
+    unknown = await row(sessionmaker, mail.notification_id)
+    assert unknown.status == "failed"
+    assert unknown.reason.startswith("outcome unknown")
+    await dispatch(service, sessionmaker)
+    assert len(sms.messages(str(taken.recipient.phone))) == 1
+    assert len(sms.messages(str(lost.recipient.phone))) == 1
+    assert smtp[1].to(str(mail.recipient.email)) == []
+
+
+async def test_personal_data_never_reaches_logs_or_reasons(
+    service: DeliveryService,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    smtp: tuple[int, RecordingHandler],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    req = new_request("email")
+    smtp[1].refuse[str(req.recipient.email)] = "550 5.1.1 no such user"
+    await submit(service, sessionmaker, req)
+    await dispatch(service, sessionmaker)
+    stored = await row(sessionmaker, req.notification_id)
+    everything = caplog.text + str(stored.reason) + str(await reported(sessionmaker, req.notification_id))
+    assert str(req.recipient.email) not in everything
+    assert "Erika" not in everything
+    async with sessionmaker() as session:
+        rows = (await session.execute(select(suppressions.c.address_hash))).scalars().all()
+    assert str(req.recipient.email) not in rows
+
+
+async def test_an_ambiguous_send_is_never_retried_blindly(
+    smtp: tuple[int, RecordingHandler],
+    sms: SmsProvider,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
+
+    class Timeout(Channel):
+        name = "sms"
+        calls = 0
+
+        async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
+            Timeout.calls += 1
+            assert handover is not None
+            assert await handover()
+            raise AmbiguousSendError("SMS provider did not answer: ReadTimeout")
+
+        async def lookup(self, message: Message, since: datetime) -> SendResult | None:
+            return SendResult("SMlate")  # the provider had taken it after all
+
+    service = make_service(smtp[0], sms, clock, channels={"sms": Timeout()})
+    req = new_request("sms")
+    await submit(service, sessionmaker, req)
+    await dispatch(service, sessionmaker)
+    await dispatch(service, sessionmaker)
+    assert Timeout.calls == 1
+    assert (await row(sessionmaker, req.notification_id)).status == "sending"
+    clock.advance(timedelta(minutes=3))
+    async with sessionmaker() as session, session.begin():
+        await service.recover(session, timedelta(minutes=2))
+    stored = await row(sessionmaker, req.notification_id)
+    assert stored.status == "sent"
+    assert stored.provider_message_id == "SMlate"
+    assert Timeout.calls == 1
