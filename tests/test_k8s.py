@@ -107,8 +107,9 @@ def test_workloads_match_the_services() -> None:
         assert w.port_env in _env_names(settings_cls)
         runtime = Runtime(service=w.service, settings=settings, outbox_table=models.outbox, inbox_table=models.inbox)
         app_module.create_app(settings, runtime)
-        groups = {(group, tuple(topics)) for group, topics, _router, _committed in runtime._consumer_specs}
-        assert groups == ({(w.group, w.topics)} if w.group else set()), w.name
+        groups = {(group, tuple(topics)) for group, topics in runtime.consumer_groups.items()}
+        expected = {(w.group, w.topics)} if w.group else set()
+        assert groups == expected | set(w.extra_consumers), w.name
         if w.role == "api":
             assert runtime.loop_names == ["outbox-relay"], "the API Deployment runs no consumer and no timer"
         if w.name == "case-manager-worker":
@@ -225,9 +226,12 @@ def test_kafka_is_tls_and_scram_with_least_privilege_users(docs: list[dict[str, 
             assert ("group", w.group, "Read") in granted
         # nothing beyond what some workload of the same service needs
         same = [o for o in WORKLOADS.values() if o.kafka_user == w.kafka_user]
-        allowed = {("topic", t) for o in same for t in (*o.topics, *o.produces)} | {
-            ("group", o.group) for o in same if o.group
-        }
+        allowed = (
+            {("topic", t) for o in same for t in (*o.topics, *o.produces)}
+            | {("group", o.group) for o in same if o.group}
+            | {("topic", t) for o in same for _g, topics in o.extra_consumers for t in topics}
+            | {("group", g) for o in same for g, _t in o.extra_consumers}
+        )
         assert {(kind, res) for kind, res, _op in granted} <= allowed
     for so in of_kind(docs, "ScaledObject").values():
         for trigger in so["spec"]["triggers"]:

@@ -50,6 +50,8 @@ class Workload:
     role: str = "all"
     group: str | None = None
     topics: tuple[str, ...] = ()
+    # Further consumer groups of the same process (not autoscaled on: low volume), as (group, topics).
+    extra_consumers: tuple[tuple[str, tuple[str, ...]], ...] = ()
     produces: tuple[str, ...] = ()  # topics its outbox relay publishes (the DLQ included)
     http_traffic: bool = True  # a Service, reachable from the ingress controller and in-cluster API clients
     autoscale: str = "keda"  # keda (lag, plus CPU when it also serves an API) or hpa (CPU)
@@ -117,6 +119,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "ARREARS_NOTIFIER_PORT",
         group="arrears-notifier",
         topics=(NOTIFICATIONS,),
+        extra_consumers=(("arrears-notifier-cases", (EVENTS,)),),
         produces=(DELIVERIES, DLQ),
         egress_internet_ports=(25, 465, 587, 443),
         secret_env=(
@@ -412,6 +415,9 @@ def kafka_users() -> list[dict[str, Any]]:
     for w in WORKLOADS:
         acls = users.setdefault(w.kafka_user, {"read": set(), "write": set(), "groups": set()})
         acls["read"] |= set(w.topics)
+        for extra_group, extra_topics in w.extra_consumers:
+            acls["read"] |= set(extra_topics)
+            acls["groups"].add(extra_group)
         acls["write"] |= set(w.produces)
         if w.group:
             acls["groups"].add(w.group)

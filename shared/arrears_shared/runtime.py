@@ -69,6 +69,9 @@ class Runtime:
         self.relay = OutboxRelay(outbox_table, self.sessionmaker, None, poll_seconds=settings.outbox_poll_seconds)
         self.consumers: list[BatchConsumer] = []
         self._consumer_specs: list[tuple[str, list[str], EventRouter, Callable[[], None]]] = []
+        # Every consumer group this process runs and its topics, however the consumer is built
+        # (the Kubernetes manifests' Kafka ACLs and autoscalers are checked against it).
+        self.consumer_groups: dict[str, list[str]] = {}
         self.producer_ready = asyncio.Event()
         self._loops: list[_Loop] = []
         self._stopping = False
@@ -92,6 +95,7 @@ class Runtime:
                 after_commit()
 
         self._consumer_specs.append((group_id, topics, router, committed))
+        self.consumer_groups[group_id] = list(topics)
 
     def _build_consumers(self) -> None:
         for group_id, topics, router, committed in self._consumer_specs:

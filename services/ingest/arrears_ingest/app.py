@@ -37,6 +37,8 @@ def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> Fast
             after_commit=runtime.relay.wake,
         )
 
+    if settings.role != "api":
+        runtime.consumer_groups["arrears-ingest"] = [INBOUND]
     for n in range(settings.inbound_consumers):
         loop = InboundLoop(inbound)
         runtime.add_loop(f"consumer:arrears-ingest:{n}", loop.run, loop.stop)
