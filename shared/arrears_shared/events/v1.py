@@ -160,6 +160,7 @@ class OpenInvoice(_Model):
     due_date: date
     days_past_due: int
     disputed: bool = False
+    late_probability: float | None = Field(default=None, ge=0, le=1)
 
 
 class Buckets(_Model):
@@ -176,6 +177,7 @@ class Balance(_Model):
     overdue_minor: MinorUnits
     credit_minor: MinorUnits = 0
     buckets: Buckets
+    dso_days: float | None = None  # days sales outstanding: open / sales of the last 90 days x 90
 
 
 class Reason(_Model):

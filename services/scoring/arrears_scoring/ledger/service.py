@@ -1,47 +1,88 @@
-"""Apply ledger events to an account and publish its new state."""
+"""Apply ledger and collections events to an account and publish its new state."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arrears_scoring.ledger.compute import LedgerState, compute
-from arrears_scoring.ledger.repository import LedgerRepository
-from arrears_scoring.risk.model import RiskModel
+from arrears_scoring.ledger.compute import Documents, LedgerState, compute
+from arrears_scoring.ledger.documents import case_rows, ledger_rows
+from arrears_scoring.ledger.repository import LedgerRepository, OpenItem
+from arrears_scoring.risk.features import SettledInvoice, invoice_features, known_before
+from arrears_scoring.risk.model import RiskModel, risk_of
+from arrears_scoring.risk.recommend import recommend
 from arrears_shared.clock import Clock
 from arrears_shared.events.envelope import CloudEvent, new_event
-from arrears_shared.events.v1 import (
-    AccountUpdated,
-    CreditNoteIssued,
-    Customer,
-    InvoiceAdjusted,
-    InvoiceCancelled,
-    InvoiceIssued,
-    PaymentReceived,
-    PaymentReversed,
-)
+from arrears_shared.events.v1 import AccountUpdated, CaseEvent, Customer, OpenInvoice, Risk
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.topics import ACCOUNTS
 
 SOURCE = "arrears/scoring"
 
 
-def features(state: LedgerState, customer: Customer | None) -> dict[str, float]:
-    open_total = sum(b.open_minor for b in state.balances)
-    overdue_total = sum(b.overdue_minor for b in state.balances)
+def settled_history(docs: Documents, state: LedgerState) -> list[SettledInvoice]:
+    """The account's fully settled invoices, as training and features see them."""
+    out: list[SettledInvoice] = []
+    for inv_id, day in state.settled.items():
+        inv = docs.invoices.get(inv_id)
+        if day is None or inv is None:
+            continue
+        out.append(SettledInvoice(inv.issue_date, inv.due_date, day, inv.amount_minor, inv_id in docs.ever_disputed))
+    return sorted(out, key=lambda h: (h.settled_date, h.issue_date))
+
+
+@dataclass(frozen=True)
+class Scored:
+    risk: Risk
+    invoices: list[OpenInvoice]
+    items: list[OpenItem]
+    base_logit: float | None  # the account's logit when nothing is open
+
+
+def score_account(
+    model: RiskModel,
+    thresholds: tuple[float, float, float],
+    customer: Customer | None,
+    docs: Documents,
+    state: LedgerState,
+    today: date,
+) -> Scored:
+    history = settled_history(docs, state)
     utilization = 0.0
     if customer and customer.credit_limit_minor and customer.currency:
-        exposure = sum(b.open_minor for b in state.balances if b.currency == customer.currency)
-        utilization = exposure / customer.credit_limit_minor
-    return {
-        "max_days_past_due": float(state.max_days_past_due),
-        "overdue_share": overdue_total / open_total if open_total else 0.0,
-        "open_invoices": float(len(state.open_invoices)),
+        exposure = sum(b.open_minor - b.credit_minor for b in state.balances if b.currency == customer.currency)
+        utilization = max(exposure, 0) / customer.credit_limit_minor
+    account = {
+        "broken_promises": float(len(docs.broken_promises)),
+        "partial_payments": float(sum(1 for i in state.open_invoices if i.open_minor < i.amount_minor)),
         "credit_utilization": utilization,
     }
+    dpd_feature = model.feature("days_past_due")
+    vectors: list[dict[str, float]] = []
+    invoices: list[OpenInvoice] = []
+    items: list[OpenItem] = []
+    for inv in state.open_invoices:
+        vec = invoice_features(known_before(history, inv.issue_date), inv.issue_date, inv.due_date, inv.amount_minor)
+        vec.update(account)
+        vec["disputed"] = 1.0 if inv.disputed else 0.0
+        vec["days_past_due"] = float(inv.days_past_due)
+        vectors.append(vec)
+        logit = model.logit(vec)
+        static = logit - (dpd_feature.contribution(vec["days_past_due"]) if dpd_feature else 0.0)
+        invoices.append(inv.model_copy(update={"late_probability": round(model.probability(vec), 4)}))
+        items.append(OpenItem(inv.invoice_id, inv.currency, inv.open_minor, inv.due_date, static))
+    base_logit: float | None = None
+    if not vectors:
+        vec = invoice_features(known_before(history, today), today, today, 0)
+        vec.update(account)
+        vec["amount_ratio"] = 1.0
+        vectors.append(vec)
+        base_logit = model.logit(vec)
+    return Scored(risk_of(vectors, model, thresholds), invoices, items, base_logit)
 
 
 class LedgerService:
@@ -60,112 +101,54 @@ class LedgerService:
         self.repository = repository or LedgerRepository()
 
     async def apply(self, session: AsyncSession, event: CloudEvent, data: BaseModel) -> None:
+        """A canonical ledger event (ar.ledger.v1)."""
         account_id: str = data.account_id  # type: ignore[attr-defined]
         await self.repository.lock_account(session, account_id)
-        await self._store(session, event, data)
+        for row in ledger_rows(event.id, event.time, data):
+            await self.repository.put(session, account_id, row, event.id)
         await self.publish(session, account_id)
 
-    async def _store(self, session: AsyncSession, event: CloudEvent, data: BaseModel) -> None:
-        put = self.repository.put
-        payload = data.model_dump(mode="json", exclude_none=True)
-        at = event.time
-        match data:
-            case Customer():
-                await put(
-                    session,
-                    account_id=data.account_id,
-                    kind="customer",
-                    doc_id=data.account_id,
-                    data=payload,
-                    at=at,
-                    newest_wins=True,
-                )
-            case InvoiceIssued():
-                if data.customer is not None:
-                    await put(
-                        session,
-                        account_id=data.account_id,
-                        kind="customer",
-                        doc_id=data.account_id,
-                        data=data.customer.model_dump(mode="json", exclude_none=True),
-                        at=at,
-                        newest_wins=True,
-                    )
-                await put(
-                    session, account_id=data.account_id, kind="invoice", doc_id=data.invoice_id, data=payload, at=at
-                )
-            case InvoiceAdjusted():
-                await put(
-                    session,
-                    account_id=data.account_id,
-                    kind="adjustment",
-                    doc_id=event.id,
-                    ref_id=data.invoice_id,
-                    data=payload,
-                    at=at,
-                )
-            case InvoiceCancelled():
-                await put(
-                    session,
-                    account_id=data.account_id,
-                    kind="cancellation",
-                    doc_id=data.invoice_id,
-                    ref_id=data.invoice_id,
-                    data=payload,
-                    at=at,
-                )
-            case CreditNoteIssued():
-                await put(
-                    session,
-                    account_id=data.account_id,
-                    kind="credit_note",
-                    doc_id=data.credit_note_id,
-                    data=payload,
-                    at=at,
-                )
-            case PaymentReceived():
-                await put(
-                    session, account_id=data.account_id, kind="payment", doc_id=data.payment_id, data=payload, at=at
-                )
-            case PaymentReversed():
-                await put(
-                    session,
-                    account_id=data.account_id,
-                    kind="reversal",
-                    doc_id=data.payment_id,
-                    ref_id=data.payment_id,
-                    data=payload,
-                    at=at,
-                )
+    async def apply_case_event(self, session: AsyncSession, event: CloudEvent, data: CaseEvent) -> None:
+        """A collections event: disputes and promises are risk features; the rest is ignored."""
+        rows = case_rows(event.id, event.type, event.time, data)
+        if not rows:
+            return
+        await self.repository.lock_account(session, data.account_id)
+        for row in rows:
+            await self.repository.put(session, data.account_id, row, event.id)
+        await self.publish(session, data.account_id)
 
     async def publish(self, session: AsyncSession, account_id: str) -> AccountUpdated:
         now = self.clock.now()
         customer, docs = await self.repository.load(session, account_id)
-        state = compute(docs, now.date())
-        update = self.account_update(
-            account_id, customer, state, now, await self.repository.current_version(session, account_id) + 1
-        )
-        await self.repository.save_state(session, account_id, update.version, update.model_dump(mode="json"), now)
-        await self.outbox.add(session, ACCOUNTS, self._event(update, now))
+        version = await self.repository.current_version(session, account_id) + 1
+        update, scored = self.account_update(account_id, customer, docs, now, version)
+        await self.repository.save_state(session, account_id, update, scored.items, scored.base_logit, now, now.date())
+        await self.outbox.add(session, ACCOUNTS, self.event(update, now))
         return update
 
     def account_update(
-        self, account_id: str, customer: Customer | None, state: LedgerState, now: datetime, version: int
-    ) -> AccountUpdated:
-        return AccountUpdated(
+        self, account_id: str, customer: Customer | None, docs: Documents, now: datetime, version: int
+    ) -> tuple[AccountUpdated, Scored]:
+        today = now.date()
+        state = compute(docs, today)
+        scored = score_account(self.model, self.thresholds, customer, docs, state, today)
+        update = AccountUpdated(
             account_id=account_id,
             version=version,
             as_of=now,
             customer=customer,
-            open_invoices=state.open_invoices,
+            open_invoices=scored.invoices,
             balances=state.balances,
             oldest_due_date=state.oldest_due_date,
             max_days_past_due=state.max_days_past_due,
-            risk=self.model.score(features(state, customer), self.thresholds),
+            risk=scored.risk,
+            credit_recommendation=recommend(scored.risk, customer, state.balances),
         )
+        return update, scored
 
     @staticmethod
-    def _event(update: AccountUpdated, now: datetime) -> CloudEvent:
+    def event(update: AccountUpdated, now: datetime) -> CloudEvent:
         return new_event(
             type="ar.account.updated",
             source=SOURCE,
