@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -58,7 +59,7 @@ class LedgerRepository:
                 documents.c.account_id == account_id
             )
         )
-        return from_rows(rows.tuples())
+        return from_rows(tuple(r) for r in rows)
 
     async def current_version(self, session: AsyncSession, account_id: str) -> int:
         version = await session.scalar(select(accounts.c.version).where(accounts.c.account_id == account_id))
@@ -130,3 +131,93 @@ class LedgerRepository:
 
     async def count_accounts(self, session: AsyncSession) -> int:
         return int(await session.scalar(select(func.count()).select_from(accounts)) or 0)
+
+    async def accounts_to_reage(
+        self,
+        session: AsyncSession,
+        today: date,
+        level_offsets: list[int],
+        dpd: tuple[float, float, float],
+        thresholds: tuple[float, float, float],
+    ) -> list[str]:
+        """The accounts whose published aging no longer holds on ``today``: an open invoice moved
+        bucket, the oldest open invoice crossed an escalation-level day, or the risk tier moved.
+        One set-based statement over open_items; nothing is loaded per account."""
+        coef, center, cap = dpd
+        rows = await session.execute(
+            text(REAGE_SQL),
+            {
+                "today": today,
+                "offsets": level_offsets,
+                "coef": coef,
+                "center": center,
+                "cap": cap,
+                "t_medium": thresholds[0],
+                "t_high": thresholds[1],
+                "t_critical": thresholds[2],
+            },
+        )
+        return [r[0] for r in rows]
+
+
+REAGE_SQL = """
+WITH item AS (
+    SELECT o.account_id,
+           (CAST(:today AS date) - o.due_date) AS dpd_new,
+           (a.aged_on - o.due_date) AS dpd_old,
+           o.static_logit
+    FROM scoring.open_items o
+    JOIN scoring.accounts a ON a.account_id = o.account_id
+    WHERE a.aged_on < CAST(:today AS date)
+), agg AS (
+    SELECT account_id,
+           bool_or(
+               width_bucket(dpd_new, ARRAY[1, 31, 61, 91]) <> width_bucket(dpd_old, ARRAY[1, 31, 61, 91])
+           ) AS bucket_moved,
+           max(dpd_new) AS oldest_new,
+           max(dpd_old) AS oldest_old,
+           avg(1.0 / (1.0 + exp(-(static_logit
+               + CAST(:coef AS float8)
+                 * (least(greatest(dpd_new, 0), CAST(:cap AS float8)) - CAST(:center AS float8))))))
+               AS p_new
+    FROM item
+    GROUP BY account_id
+)
+SELECT agg.account_id
+FROM agg
+JOIN scoring.accounts a ON a.account_id = agg.account_id
+WHERE agg.bucket_moved
+   OR EXISTS (
+        SELECT 1 FROM unnest(CAST(:offsets AS int[])) AS lvl(day)
+        WHERE agg.oldest_old < lvl.day AND lvl.day <= agg.oldest_new
+   )
+   OR a.tier IS DISTINCT FROM (
+        CASE WHEN agg.p_new >= CAST(:t_critical AS float8) THEN 'critical'
+             WHEN agg.p_new >= CAST(:t_high AS float8) THEN 'high'
+             WHEN agg.p_new >= CAST(:t_medium AS float8) THEN 'medium'
+             ELSE 'low' END)
+ORDER BY agg.account_id
+"""
+
+
+async def list_states(
+    session: AsyncSession,
+    *,
+    tiers: Sequence[str] | None,
+    currency: str | None,
+    min_overdue_minor: int | None,
+    after: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Account states in account-id order, filtered; ``after`` is the last id of the previous page."""
+    query = select(accounts.c.state).order_by(accounts.c.account_id).limit(limit)
+    if tiers:
+        query = query.where(accounts.c.tier.in_(tiers))
+    if after is not None:
+        query = query.where(accounts.c.account_id > after)
+    if currency is not None:
+        match = (account_balances.c.account_id == accounts.c.account_id) & (account_balances.c.currency == currency)
+        if min_overdue_minor is not None:
+            match = match & (account_balances.c.overdue_minor >= min_overdue_minor)
+        query = query.where(select(account_balances.c.account_id).where(match).exists())
+    return [dict(r) for r in (await session.scalars(query))]
