@@ -91,9 +91,10 @@ def wins(new: DocRow, new_event_id: str, old: DocRow | None, old_event_id: str) 
     return (new.at, new_event_id) >= (old.at, old_event_id)
 
 
-def from_rows(
-    rows: Iterable[tuple[str, str, str | None, dict[str, Any], datetime]],
-) -> tuple[Customer | None, Documents]:
+Row = tuple[str, str, str | None, dict[str, Any], datetime]
+
+
+def from_rows(rows: Iterable[Row]) -> tuple[Customer | None, Documents]:
     """Rows of (kind, doc_id, ref_id, data, at) → the customer and the account's documents."""
     docs = Documents()
     customer: Customer | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_scoring.ledger.compute import Documents
-from arrears_scoring.ledger.documents import DocRow, from_rows
+from arrears_scoring.ledger.documents import DocRow, Row, from_rows
 from arrears_scoring.models import account_balances, accounts, documents, open_items
 from arrears_shared.events.v1 import AccountUpdated, Customer
 
@@ -24,6 +24,9 @@ class OpenItem:
     open_minor: int
     due_date: date
     static_logit: float
+
+
+COLUMNS = (documents.c.kind, documents.c.doc_id, documents.c.ref_id, documents.c.data, documents.c.at)
 
 
 class LedgerRepository:
@@ -60,6 +63,29 @@ class LedgerRepository:
             )
         )
         return from_rows(tuple(r) for r in rows)
+
+    async def all_accounts(self, session: AsyncSession) -> AsyncIterator[tuple[str, Customer | None, Documents]]:
+        """Every account's documents, streamed in account order (for training)."""
+        result = await session.stream(
+            select(
+                documents.c.account_id,
+                documents.c.kind,
+                documents.c.doc_id,
+                documents.c.ref_id,
+                documents.c.data,
+                documents.c.at,
+            ).order_by(documents.c.account_id)
+        )
+        current: str | None = None
+        rows: list[Row] = []
+        async for account_id, kind, doc_id, ref_id, data, at in result:
+            if account_id != current and current is not None:
+                yield (current, *from_rows(rows))
+                rows = []
+            current = account_id
+            rows.append((kind, doc_id, ref_id, data, at))
+        if current is not None:
+            yield (current, *from_rows(rows))
 
     async def current_version(self, session: AsyncSession, account_id: str) -> int:
         version = await session.scalar(select(accounts.c.version).where(accounts.c.account_id == account_id))

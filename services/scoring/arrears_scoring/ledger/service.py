@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from arrears_scoring.ledger.compute import Documents, LedgerState, compute
 from arrears_scoring.ledger.documents import case_rows, ledger_rows
 from arrears_scoring.ledger.repository import LedgerRepository, OpenItem
-from arrears_scoring.risk.features import SettledInvoice, invoice_features, known_before
+from arrears_scoring.risk.features import Record, SettledInvoice, invoice_features, known_before
 from arrears_scoring.risk.model import RiskModel, risk_of
 from arrears_scoring.risk.recommend import recommend
 from arrears_shared.clock import Clock
@@ -33,6 +33,21 @@ def settled_history(docs: Documents, state: LedgerState) -> list[SettledInvoice]
             continue
         out.append(SettledInvoice(inv.issue_date, inv.due_date, day, inv.amount_minor, inv_id in docs.ever_disputed))
     return sorted(out, key=lambda h: (h.settled_date, h.issue_date))
+
+
+def training_records(account_id: str, docs: Documents, state: LedgerState) -> list[Record]:
+    """The account's settled invoices as training records (the ledger's own history)."""
+    out: list[Record] = []
+    for inv_id, day in state.settled.items():
+        inv = docs.invoices.get(inv_id)
+        if day is None or inv is None:
+            continue
+        out.append(
+            Record(
+                account_id, inv_id, inv.issue_date, inv.due_date, day, inv.amount_minor, inv_id in docs.ever_disputed
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,16 @@ def score_account(
     invoices: list[OpenInvoice] = []
     items: list[OpenItem] = []
     for inv in state.open_invoices:
-        vec = invoice_features(known_before(history, inv.issue_date), inv.issue_date, inv.due_date, inv.amount_minor)
+        open_due = [
+            other.due_date
+            for other in docs.invoices.values()
+            if other.invoice_id in state.settled
+            and other.issue_date < inv.issue_date
+            and (state.settled[other.invoice_id] or date.max) >= inv.issue_date
+        ]
+        vec = invoice_features(
+            known_before(history, inv.issue_date), inv.issue_date, inv.due_date, inv.amount_minor, open_due
+        )
         vec.update(account)
         vec["disputed"] = 1.0 if inv.disputed else 0.0
         vec["days_past_due"] = float(inv.days_past_due)
@@ -77,7 +101,7 @@ def score_account(
         items.append(OpenItem(inv.invoice_id, inv.currency, inv.open_minor, inv.due_date, static))
     base_logit: float | None = None
     if not vectors:
-        vec = invoice_features(known_before(history, today), today, today, 0)
+        vec = invoice_features(known_before(history, today), today, today + timedelta(days=30), 0)
         vec.update(account)
         vec["amount_ratio"] = 1.0
         vectors.append(vec)

@@ -25,6 +25,9 @@ TRAINED_FEATURES: tuple[str, ...] = (
     "past_dispute_ratio",
     "days_since_last_settlement",
     "terms_days",
+    "open_at_issue",
+    "overdue_at_issue",
+    "max_days_overdue_at_issue",
 )
 
 
@@ -45,10 +48,16 @@ RECENT = 5
 
 
 def invoice_features(
-    history: Sequence[SettledInvoice], issue_date: date, due_date: date, amount_minor: int
+    history: Sequence[SettledInvoice],
+    issue_date: date,
+    due_date: date,
+    amount_minor: int,
+    open_due_dates: Sequence[date] = (),
 ) -> dict[str, float]:
     """``history`` must already be limited to invoices settled before ``issue_date``, oldest
-    settlement first (:func:`known_before` does that)."""
+    settlement first (:func:`known_before` does that); ``open_due_dates`` are the due dates of
+    the account's other invoices issued before and still open on ``issue_date``."""
+    overdue = [(issue_date - d).days for d in open_due_dates if d < issue_date]
     n = len(history)
     late = [h.days_late for h in history]
     recent = late[-RECENT:]
@@ -64,9 +73,32 @@ def invoice_features(
         "past_dispute_ratio": sum(1 for h in history if h.disputed) / n if n else 0.0,
         "days_since_last_settlement": float((issue_date - history[-1].settled_date).days) if n else 0.0,
         "terms_days": float((due_date - issue_date).days),
+        "open_at_issue": float(len(open_due_dates)),
+        "overdue_at_issue": float(len(overdue)),
+        "max_days_overdue_at_issue": float(max(overdue, default=0)),
     }
 
 
 def known_before(history: Sequence[SettledInvoice], day: date) -> list[SettledInvoice]:
     """The invoices settled strictly before ``day``, oldest settlement first."""
     return sorted((h for h in history if h.settled_date < day), key=lambda h: (h.settled_date, h.issue_date))
+
+
+@dataclass(frozen=True)
+class Record:
+    """One settled invoice of one account (the unit of training)."""
+
+    account_id: str
+    invoice_id: str
+    issue_date: date
+    due_date: date
+    settled_date: date
+    amount_minor: int
+    disputed: bool
+
+    @property
+    def late(self) -> bool:
+        return self.settled_date > self.due_date
+
+    def as_history(self) -> SettledInvoice:
+        return SettledInvoice(self.issue_date, self.due_date, self.settled_date, self.amount_minor, self.disputed)
