@@ -24,7 +24,7 @@ class Reager:
         ledger: LedgerService,
         sessionmaker: async_sessionmaker[AsyncSession],
         level_offsets: list[int] | None = None,
-        batch: int = 200,
+        batch: int = 500,
     ) -> None:
         self.ledger = ledger
         self.sessionmaker = sessionmaker
@@ -52,9 +52,7 @@ class Reager:
             ids = await self.changed(session, today)
         for start in range(0, len(ids), self.batch):
             async with self.sessionmaker() as session, session.begin():
-                for account_id in ids[start : start + self.batch]:
-                    await self.ledger.repository.lock_account(session, account_id)
-                    await self.ledger.publish(session, account_id)
+                await self.ledger.publish_many(session, ids[start : start + self.batch])
         log.info("re-aged as of %s: %d accounts published", today, len(ids))
         return len(ids)
 

@@ -26,6 +26,13 @@ class OpenItem:
     static_logit: float
 
 
+@dataclass(frozen=True)
+class SavedState:
+    update: AccountUpdated
+    items: list[OpenItem]
+    base_logit: float | None
+
+
 COLUMNS = (documents.c.kind, documents.c.doc_id, documents.c.ref_id, documents.c.data, documents.c.at)
 
 
@@ -102,54 +109,100 @@ class LedgerRepository:
         aged_on: date,
     ) -> None:
         """The published state and, in the same transaction, the summary the re-age and filters use."""
-        summary = {
-            "version": update.version,
-            "state": update.model_dump(mode="json"),
-            "updated_at": at,
-            "tier": update.risk.tier,
-            "probability": update.risk.probability,
-            "max_days_past_due": update.max_days_past_due,
-            "oldest_due_date": update.oldest_due_date,
-            "aged_on": aged_on,
-            "base_logit": base_logit,
-        }
-        stmt = pg_insert(accounts).values(account_id=account_id, **summary)
+        await self.save_states(session, [SavedState(update, items, base_logit)], at, aged_on)
+
+    async def save_states(self, session: AsyncSession, saved: list[SavedState], at: datetime, aged_on: date) -> None:
+        """Many accounts' states and summaries in a handful of statements."""
+        if not saved:
+            return
+        ids = [s.update.account_id for s in saved]
+        stmt = pg_insert(accounts)
+        summary_cols = (
+            "version",
+            "state",
+            "updated_at",
+            "tier",
+            "probability",
+            "max_days_past_due",
+            "oldest_due_date",
+            "aged_on",
+            "base_logit",
+        )
         await session.execute(
             stmt.on_conflict_do_update(
-                index_elements=[accounts.c.account_id], set_={k: stmt.excluded[k] for k in summary}
-            )
+                index_elements=[accounts.c.account_id], set_={k: stmt.excluded[k] for k in summary_cols}
+            ),
+            [
+                {
+                    "account_id": s.update.account_id,
+                    "version": s.update.version,
+                    "state": s.update.model_dump(mode="json"),
+                    "updated_at": at,
+                    "tier": s.update.risk.tier,
+                    "probability": s.update.risk.probability,
+                    "max_days_past_due": s.update.max_days_past_due,
+                    "oldest_due_date": s.update.oldest_due_date,
+                    "aged_on": aged_on,
+                    "base_logit": s.base_logit,
+                }
+                for s in saved
+            ],
         )
-        await session.execute(delete(open_items).where(open_items.c.account_id == account_id))
-        if items:
-            await session.execute(
-                insert(open_items),
-                [
-                    {
-                        "account_id": account_id,
-                        "invoice_id": i.invoice_id,
-                        "currency": i.currency,
-                        "open_minor": i.open_minor,
-                        "due_date": i.due_date,
-                        "static_logit": i.static_logit,
-                    }
-                    for i in items
-                ],
-            )
-        await session.execute(delete(account_balances).where(account_balances.c.account_id == account_id))
-        if update.balances:
-            await session.execute(
-                insert(account_balances),
-                [
-                    {
-                        "account_id": account_id,
-                        "currency": b.currency,
-                        "open_minor": b.open_minor,
-                        "overdue_minor": b.overdue_minor,
-                        "credit_minor": b.credit_minor,
-                    }
-                    for b in update.balances
-                ],
-            )
+        await session.execute(delete(open_items).where(open_items.c.account_id.in_(ids)))
+        item_rows = [
+            {
+                "account_id": s.update.account_id,
+                "invoice_id": i.invoice_id,
+                "currency": i.currency,
+                "open_minor": i.open_minor,
+                "due_date": i.due_date,
+                "static_logit": i.static_logit,
+            }
+            for s in saved
+            for i in s.items
+        ]
+        if item_rows:
+            await session.execute(insert(open_items), item_rows)
+        await session.execute(delete(account_balances).where(account_balances.c.account_id.in_(ids)))
+        balance_rows = [
+            {
+                "account_id": s.update.account_id,
+                "currency": b.currency,
+                "open_minor": b.open_minor,
+                "overdue_minor": b.overdue_minor,
+                "credit_minor": b.credit_minor,
+            }
+            for s in saved
+            for b in s.update.balances
+        ]
+        if balance_rows:
+            await session.execute(insert(account_balances), balance_rows)
+
+    async def load_many(
+        self, session: AsyncSession, account_ids: Sequence[str]
+    ) -> dict[str, tuple[Customer | None, Documents]]:
+        rows = await session.execute(
+            select(documents.c.account_id, *COLUMNS).where(documents.c.account_id.in_(list(account_ids)))
+        )
+        grouped: dict[str, list[Row]] = {a: [] for a in account_ids}
+        for account_id, *rest in rows:
+            grouped[account_id].append(tuple(rest))
+        return {a: from_rows(r) for a, r in grouped.items()}
+
+    async def versions(self, session: AsyncSession, account_ids: Sequence[str]) -> dict[str, int]:
+        rows = await session.execute(
+            select(accounts.c.account_id, accounts.c.version).where(accounts.c.account_id.in_(list(account_ids)))
+        )
+        return {a: int(v) for a, v in rows}
+
+    async def lock_accounts(self, session: AsyncSession, account_ids: Sequence[str]) -> None:
+        """Lock many accounts at once, in a fixed order so two lockers never deadlock."""
+        await session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(hashtext('scoring:' || a)) FROM unnest(CAST(:ids AS text[])) a ORDER BY a"
+            ),
+            {"ids": sorted(account_ids)},
+        )
 
     async def get_state(self, session: AsyncSession, account_id: str) -> dict[str, Any] | None:
         state = await session.scalar(select(accounts.c.state).where(accounts.c.account_id == account_id))

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_scoring.ledger.compute import Documents, LedgerState, compute
 from arrears_scoring.ledger.documents import case_rows, ledger_rows
-from arrears_scoring.ledger.repository import LedgerRepository, OpenItem
+from arrears_scoring.ledger.repository import LedgerRepository, OpenItem, SavedState
 from arrears_scoring.risk.features import Record, SettledInvoice, invoice_features, known_before
 from arrears_scoring.risk.model import RiskModel, risk_of
 from arrears_scoring.risk.recommend import recommend
@@ -150,6 +150,21 @@ class LedgerService:
         await self.repository.save_state(session, account_id, update, scored.items, scored.base_logit, now, now.date())
         await self.outbox.add(session, ACCOUNTS, self.event(update, now))
         return update
+
+    async def publish_many(self, session: AsyncSession, account_ids: list[str]) -> int:
+        """Publish the next version of many accounts: one load, one bulk write (the re-age)."""
+        await self.repository.lock_accounts(session, account_ids)
+        now = self.clock.now()
+        loaded = await self.repository.load_many(session, account_ids)
+        versions = await self.repository.versions(session, account_ids)
+        saved: list[SavedState] = []
+        for account_id in account_ids:
+            customer, docs = loaded[account_id]
+            update, scored = self.account_update(account_id, customer, docs, now, versions.get(account_id, 0) + 1)
+            saved.append(SavedState(update, scored.items, scored.base_logit))
+        await self.repository.save_states(session, saved, now, now.date())
+        await self.outbox.add_many(session, [(ACCOUNTS, self.event(s.update, now)) for s in saved])
+        return len(saved)
 
     def account_update(
         self, account_id: str, customer: Customer | None, docs: Documents, now: datetime, version: int
