@@ -96,6 +96,7 @@ async def test_each_change_publishes_the_next_version_with_risk_and_recommendati
     ]
     for e in events:
         await service.apply(session, e, _data(e))
+        await service.publish_dirty(session)
     states = await published(session, acc)
     assert [s.version for s in states] == [1, 2, 3, 4]
     last = states[-1]
@@ -113,6 +114,23 @@ async def test_each_change_publishes_the_next_version_with_risk_and_recommendati
     assert len(items) == 2
 
 
+async def test_a_burst_of_events_on_one_account_publishes_one_next_version(session: AsyncSession) -> None:
+    service = make_service(FixedClock(NOW))
+    acc = "db-burst"
+    first = envelope(1, inv(acc, 1, 1000, date(2026, 5, 1)), "ar.invoice.issued")
+    await service.apply(session, first, _data(first))
+    assert await service.publish_dirty(session) == 1
+    for n in range(2, 6):
+        e = envelope(n, inv(acc, n, 1000, date(2026, 5, 1)), "ar.invoice.issued")
+        await service.apply(session, e, _data(e))
+    await service.apply(session, first, _data(first))  # a redelivery changes nothing
+    assert await service.publish_dirty(session) == 1
+    assert await service.publish_dirty(session) == 0
+    states = await published(session, acc)
+    assert [s.version for s in states] == [1, 2]
+    assert len(states[-1].open_invoices) == 5
+
+
 def _data(event: CloudEvent) -> BaseModel:
     from arrears_shared.events.v1 import EVENT_MODELS
 
@@ -123,6 +141,7 @@ async def _final_state(session: AsyncSession, events: list[CloudEvent]) -> dict[
     service = make_service(FixedClock(NOW))
     for e in events:
         await service.apply(session, e, _data(e))
+        await service.publish_dirty(session)
     account = events[0].subject
     state = await session.scalar(select(accounts.c.state).where(accounts.c.account_id == account))
     assert state is not None
@@ -157,22 +176,27 @@ async def test_disputes_and_broken_promises_from_collections_events_feed_the_sco
         envelope(2, inv(acc, 1, 50_000, date(2026, 5, 20)), "ar.invoice.issued"),
     ]:
         await service.apply(session, e, _data(e))
+        await service.publish_dirty(session)
     before = (await published(session, acc))[-1]
     dispute = CaseEvent(case_id="c1", account_id=acc, invoice_ids=[f"{acc}-i1"])
     await service.apply_case_event(session, envelope(3, dispute, "collections.dispute.opened"), dispute)
+    await service.publish_dirty(session)
     broken = CaseEvent(case_id="c1", account_id=acc, reference_id="promise-1")
     await service.apply_case_event(session, envelope(4, broken, "collections.promise.broken"), broken)
+    await service.publish_dirty(session)
     after = (await published(session, acc))[-1]
     assert after.open_invoices[0].disputed is True
     assert after.risk.probability > before.risk.probability
     resolved = CaseEvent(case_id="c1", account_id=acc, invoice_ids=[f"{acc}-i1"])
     at = NOW + timedelta(hours=1)
     await service.apply_case_event(session, envelope(5, resolved, "collections.dispute.resolved", at), resolved)
+    await service.publish_dirty(session)
     assert (await published(session, acc))[-1].open_invoices[0].disputed is False
     # a case event scoring does not use publishes nothing
     count = len(await published(session, acc))
     other = CaseEvent(case_id="c1", account_id=acc, stage="overdue_7")
     await service.apply_case_event(session, envelope(6, other, "collections.case.stage_changed"), other)
+    await service.publish_dirty(session)
     assert len(await published(session, acc)) == count
 
 
@@ -205,6 +229,7 @@ async def test_daily_reage_publishes_only_accounts_whose_bucket_level_or_tier_ch
         envelope(3, inv(steady, 2, 10_000, date(2026, 5, 11)), "ar.invoice.issued"),
     ]:
         await service.apply(session, e, _data(e))
+        await service.publish_dirty(session)
     reager = Reager(service, _OneSession(session), level_offsets=[-3, 0, 1, 7, 14, 30, 60])  # type: ignore[arg-type]
     # same day: nothing to do
     ids = await reager.changed(session, NOW.date())
@@ -250,6 +275,7 @@ async def test_account_api_lists_with_filters_and_cursor(session: AsyncSession, 
         due = date(2026, 5, 30) - timedelta(days=40 * n)
         e = envelope(n, inv(acc, 1, 1000 * (n + 1), due), "ar.invoice.issued")
         await service.apply(session, e, _data(e))
+        await service.publish_dirty(session)
     seen: list[str] = []
     cursor: str | None = None
     while True:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from arrears_scoring.accounts import endpoints as account_endpoints
 from arrears_scoring.accounts.service import AccountQueries
 from arrears_scoring.ledger.consumer import collections_router, ledger_router
+from arrears_scoring.ledger.publisher import AccountPublisher
 from arrears_scoring.ledger.reage import Reager
 from arrears_scoring.ledger.service import LedgerService
 from arrears_scoring.models import inbox, outbox
@@ -63,8 +64,12 @@ def create_app(settings: ScoringSettings, runtime: Runtime | None = None) -> Fas
     model = RiskModel.default()
     ledger = LedgerService(runtime.outbox, runtime.clock, model, settings.thresholds())
     queries = AccountQueries(model)
-    runtime.add_consumer("arrears-scoring", [LEDGER], ledger_router(ledger))
-    runtime.add_consumer("arrears-scoring-collections", [EVENTS], collections_router(ledger))
+    publisher = AccountPublisher(ledger, runtime.sessionmaker)
+    runtime.add_consumer("arrears-scoring", [LEDGER], ledger_router(ledger), after_commit=publisher.wake)
+    runtime.add_consumer(
+        "arrears-scoring-collections", [EVENTS], collections_router(ledger), after_commit=publisher.wake
+    )
+    runtime.add_loop("account-publisher", publisher.run, publisher.stop)
     refresher = ModelRefresher(runtime, ledger, queries, settings.model_refresh_seconds)
     runtime.add_loop("model-refresh", refresher.run, refresher.stop)
     reager = Reager(ledger, runtime.sessionmaker, settings.level_offsets())

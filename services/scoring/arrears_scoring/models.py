@@ -66,6 +66,16 @@ account_balances = Table(
     Column("credit_minor", BigInteger, nullable=False),
 )
 
+# Accounts whose documents changed since their state was last published (written in the same
+# transaction as the documents; the publisher drains it in bulk, so a burst of events on one
+# account publishes one new version, and nothing is lost if a process dies in between).
+dirty_accounts = Table(
+    "dirty_accounts",
+    metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("since", DateTime(timezone=True), nullable=False),
+)
+
 # Fitted risk models, newest active one in use. ``model`` is the JSON artifact (coefficients).
 risk_models = Table(
     "risk_models",

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_scoring.ledger.compute import Documents
 from arrears_scoring.ledger.documents import DocRow, Row, from_rows
-from arrears_scoring.models import account_balances, accounts, documents, open_items
+from arrears_scoring.models import account_balances, accounts, dirty_accounts, documents, open_items
 from arrears_shared.events.v1 import AccountUpdated, Customer
 
 
@@ -93,6 +93,24 @@ class LedgerRepository:
             rows.append((kind, doc_id, ref_id, data, at))
         if current is not None:
             yield (current, *from_rows(rows))
+
+    async def mark_dirty(self, session: AsyncSession, account_id: str, at: datetime) -> None:
+        stmt = pg_insert(dirty_accounts).values(account_id=account_id, since=at)
+        await session.execute(stmt.on_conflict_do_nothing())
+
+    async def take_dirty(self, session: AsyncSession, limit: int) -> list[str]:
+        """Up to ``limit`` changed accounts, oldest first, locked for this transaction (other
+        publishers skip them) and removed from the set when it commits."""
+        rows = await session.scalars(
+            select(dirty_accounts.c.account_id)
+            .order_by(dirty_accounts.c.since)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list(rows)
+        if ids:
+            await session.execute(delete(dirty_accounts).where(dirty_accounts.c.account_id.in_(ids)))
+        return ids
 
     async def current_version(self, session: AsyncSession, account_id: str) -> int:
         version = await session.scalar(select(accounts.c.version).where(accounts.c.account_id == account_id))

@@ -125,22 +125,29 @@ class LedgerService:
         self.repository = repository or LedgerRepository()
 
     async def apply(self, session: AsyncSession, event: CloudEvent, data: BaseModel) -> None:
-        """A canonical ledger event (ar.ledger.v1)."""
+        """A canonical ledger event (ar.ledger.v1): stored, and the account marked for publishing
+        in the same transaction (see :meth:`publish_dirty`)."""
         account_id: str = data.account_id  # type: ignore[attr-defined]
-        await self.repository.lock_account(session, account_id)
         for row in ledger_rows(event.id, event.time, data):
             await self.repository.put(session, account_id, row, event.id)
-        await self.publish(session, account_id)
+        await self.repository.mark_dirty(session, account_id, self.clock.now())
 
     async def apply_case_event(self, session: AsyncSession, event: CloudEvent, data: CaseEvent) -> None:
         """A collections event: disputes and promises are risk features; the rest is ignored."""
         rows = case_rows(event.id, event.type, event.time, data)
         if not rows:
             return
-        await self.repository.lock_account(session, data.account_id)
         for row in rows:
             await self.repository.put(session, data.account_id, row, event.id)
-        await self.publish(session, data.account_id)
+        await self.repository.mark_dirty(session, data.account_id, self.clock.now())
+
+    async def publish_dirty(self, session: AsyncSession, limit: int = 500) -> int:
+        """Publish the next version of up to ``limit`` accounts whose documents changed (one
+        version per publish however many events arrived meanwhile). Returns how many."""
+        ids = await self.repository.take_dirty(session, limit)
+        if not ids:
+            return 0
+        return await self.publish_many(session, sorted(ids))
 
     async def publish(self, session: AsyncSession, account_id: str) -> AccountUpdated:
         now = self.clock.now()

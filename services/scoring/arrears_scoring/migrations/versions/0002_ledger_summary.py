@@ -1,4 +1,4 @@
-"""scoring: account summary columns, open items, balances per currency, risk models
+"""scoring: account summary columns, open items, balances per currency, dirty accounts, risk models
 
 Revision ID: 0002
 Revises: 0001
@@ -49,6 +49,13 @@ def upgrade() -> None:
     )
     op.create_index("account_balances_currency", "account_balances", ["currency", "overdue_minor"], schema=S)
     op.create_table(
+        "dirty_accounts",
+        sa.Column("account_id", sa.Text, primary_key=True),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        schema=S,
+    )
+    op.create_index("dirty_accounts_since", "dirty_accounts", ["since"], schema=S)
+    op.create_table(
         "risk_models",
         sa.Column("version", sa.Text, primary_key=True),
         sa.Column("model", JSONB, nullable=False),
@@ -60,6 +67,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("risk_models", schema=S)
+    op.drop_table("dirty_accounts", schema=S)
     op.drop_table("account_balances", schema=S)
     op.drop_table("open_items", schema=S)
     op.drop_index("accounts_tier", table_name="accounts", schema=S)
