@@ -13,7 +13,7 @@ from arrears_scoring.ledger.compute import Documents, LedgerState, compute
 from arrears_scoring.ledger.documents import case_rows, ledger_rows
 from arrears_scoring.ledger.repository import LedgerRepository, OpenItem, SavedState
 from arrears_scoring.risk.features import Record, SettledInvoice, invoice_features, known_before
-from arrears_scoring.risk.model import RiskModel, risk_of
+from arrears_scoring.risk.model import RiskModel, risk_from_contributions, sigmoid
 from arrears_scoring.risk.recommend import recommend
 from arrears_shared.clock import Clock
 from arrears_shared.events.envelope import CloudEvent, new_event
@@ -77,7 +77,7 @@ def score_account(
         "credit_utilization": utilization,
     }
     dpd_feature = model.feature("days_past_due")
-    vectors: list[dict[str, float]] = []
+    per_invoice: list[dict[str, float]] = []
     invoices: list[OpenInvoice] = []
     items: list[OpenItem] = []
     for inv in state.open_invoices:
@@ -94,19 +94,21 @@ def score_account(
         vec.update(account)
         vec["disputed"] = 1.0 if inv.disputed else 0.0
         vec["days_past_due"] = float(inv.days_past_due)
-        vectors.append(vec)
-        logit = model.logit(vec)
-        static = logit - (dpd_feature.contribution(vec["days_past_due"]) if dpd_feature else 0.0)
-        invoices.append(inv.model_copy(update={"late_probability": round(model.probability(vec), 4)}))
+        contributions = model.contributions(vec)
+        per_invoice.append(contributions)
+        logit = model.intercept + sum(contributions.values())
+        static = logit - contributions.get("days_past_due", 0.0) if dpd_feature else logit
+        invoices.append(inv.model_copy(update={"late_probability": round(sigmoid(logit), 4)}))
         items.append(OpenItem(inv.invoice_id, inv.currency, inv.open_minor, inv.due_date, static))
     base_logit: float | None = None
-    if not vectors:
+    if not per_invoice:
         vec = invoice_features(known_before(history, today), today, today + timedelta(days=30), 0)
         vec.update(account)
         vec["amount_ratio"] = 1.0
-        vectors.append(vec)
-        base_logit = model.logit(vec)
-    return Scored(risk_of(vectors, model, thresholds), invoices, items, base_logit)
+        contributions = model.contributions(vec)
+        per_invoice.append(contributions)
+        base_logit = model.intercept + sum(contributions.values())
+    return Scored(risk_from_contributions(per_invoice, model, thresholds), invoices, items, base_logit)
 
 
 class LedgerService:

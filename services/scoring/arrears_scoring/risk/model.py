@@ -103,12 +103,19 @@ def sigmoid(x: float) -> float:
 def risk_of(vectors: list[dict[str, float]], model: RiskModel, thresholds: tuple[float, float, float]) -> Risk:
     """The account's risk: the mean late probability of its open invoices (each invoice one
     vector), with the mean contributions as reasons (the three largest in size)."""
-    probabilities = [model.probability(v) for v in vectors]
+    return risk_from_contributions([model.contributions(v) for v in vectors], model, thresholds)
+
+
+def risk_from_contributions(
+    per_invoice: list[dict[str, float]], model: RiskModel, thresholds: tuple[float, float, float]
+) -> Risk:
+    """:func:`risk_of` from each invoice's contributions, already computed."""
+    probabilities = [sigmoid(model.intercept + sum(c.values())) for c in per_invoice]
     probability = sum(probabilities) / len(probabilities)
     totals: dict[str, float] = {}
-    for v in vectors:
-        for name, c in model.contributions(v).items():
-            totals[name] = totals.get(name, 0.0) + c / len(vectors)
+    for contributions in per_invoice:
+        for name, c in contributions.items():
+            totals[name] = totals.get(name, 0.0) + c / len(per_invoice)
     reasons = sorted(totals.items(), key=lambda kv: abs(kv[1]), reverse=True)[:3]
     return Risk(
         probability=round(probability, 4),
