@@ -299,3 +299,19 @@ async def test_account_api_lists_with_filters_and_cursor(session: AsyncSession, 
     assert (await client.get("/v1/accounts", params={"cursor": "%%%"})).status_code == 400
     assert (await client.get("/v1/accounts/nope")).status_code == 404
     assert (await client.get("/v1/model")).json()["version"] == "default-2"
+
+
+async def test_reage_sql_sees_a_tier_change_the_python_score_agrees_with(session: AsyncSession) -> None:
+    clock = FixedClock(NOW)
+    # 20 → 21 days past due: no bucket or level day crossed; p goes 0.289 → 0.299 with the default model
+    service = LedgerService(Outbox(outbox), clock, RiskModel.default(), (0.295, 0.5, 0.75))
+    acc = "db-reage-tier"
+    e = envelope(1, inv(acc, 1, 10_000, date(2026, 5, 12)), "ar.invoice.issued")
+    await service.apply(session, e, _data(e))
+    await service.publish_dirty(session)
+    assert (await published(session, acc))[-1].risk.tier == "low"
+    reager = Reager(service, _OneSession(session), level_offsets=[-3, 0, 1, 7, 14, 30, 60])  # type: ignore[arg-type]
+    clock.set(NOW + timedelta(days=1))
+    assert acc in await reager.changed(session, clock.now().date())
+    await reager.run_once()
+    assert (await published(session, acc))[-1].risk.tier == "medium"
