@@ -315,3 +315,16 @@ async def test_reage_sql_sees_a_tier_change_the_python_score_agrees_with(session
     assert acc in await reager.changed(session, clock.now().date())
     await reager.run_once()
     assert (await published(session, acc))[-1].risk.tier == "medium"
+
+
+async def test_publisher_drains_every_changed_account_in_batches(session: AsyncSession) -> None:
+    from arrears_scoring.ledger.publisher import AccountPublisher
+
+    service = make_service(FixedClock(NOW))
+    for n in range(5):
+        e = envelope(n, inv(f"db-pub-{n}", 1, 1000, date(2026, 5, 1)), "ar.invoice.issued")
+        await service.apply(session, e, _data(e))
+    publisher = AccountPublisher(service, _OneSession(session), batch=2)  # type: ignore[arg-type]
+    assert await publisher.drain() == 5
+    assert await publisher.drain() == 0
+    assert all([(await published(session, f"db-pub-{n}"))[-1].version == 1 for n in range(5)])

@@ -64,11 +64,13 @@ def create_app(settings: ScoringSettings, runtime: Runtime | None = None) -> Fas
     model = RiskModel.default()
     ledger = LedgerService(runtime.outbox, runtime.clock, model, settings.thresholds())
     queries = AccountQueries(model)
-    publisher = AccountPublisher(ledger, runtime.sessionmaker)
-    runtime.add_consumer("arrears-scoring", [LEDGER], ledger_router(ledger), after_commit=publisher.wake)
-    runtime.add_consumer(
-        "arrears-scoring-collections", [EVENTS], collections_router(ledger), after_commit=publisher.wake
+    # The publisher drains changed accounts on a short period rather than after every consumer
+    # commit, so a burst of events on one account becomes one published version.
+    publisher = AccountPublisher(
+        ledger, runtime.sessionmaker, poll_seconds=settings.publish_seconds, on_published=runtime.relay.wake
     )
+    runtime.add_consumer("arrears-scoring", [LEDGER], ledger_router(ledger))
+    runtime.add_consumer("arrears-scoring-collections", [EVENTS], collections_router(ledger))
     runtime.add_loop("account-publisher", publisher.run, publisher.stop)
     refresher = ModelRefresher(runtime, ledger, queries, settings.model_refresh_seconds)
     runtime.add_loop("model-refresh", refresher.run, refresher.stop)

@@ -23,6 +23,12 @@ class ScoringSettings(CommonSettings):
         validation_alias="ARREARS_SCORING_REAGE_CHECK_SECONDS",
         description="How often to check for a new day.",
     )
+    publish_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        validation_alias="ARREARS_SCORING_PUBLISH_SECONDS",
+        description="How often changed accounts are published (events in between coalesce into one version).",
+    )
     model_refresh_seconds: float = Field(
         default=60.0,
         validation_alias="ARREARS_SCORING_MODEL_REFRESH_SECONDS",

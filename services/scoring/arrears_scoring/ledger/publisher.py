@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,6 +22,7 @@ class AccountPublisher:
         sessionmaker: async_sessionmaker[AsyncSession],
         batch: int = 500,
         poll_seconds: float = 0.5,
+        on_published: Callable[[], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.sessionmaker = sessionmaker
@@ -28,6 +30,7 @@ class AccountPublisher:
         self.poll_seconds = poll_seconds
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self.on_published = on_published
 
     def wake(self) -> None:
         self._wake.set()
@@ -46,18 +49,14 @@ class AccountPublisher:
             self._wake.clear()
             try:
                 n = await self.drain()
-                if n:
-                    self.ledger_published(n)
+                if n and self.on_published is not None:
+                    self.on_published()  # the outbox relay sends the new versions now
             except Exception:
                 log.exception("publishing changed accounts failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
         with contextlib.suppress(Exception):
             await self.drain()  # what the last batch of events changed
-
-    @staticmethod
-    def ledger_published(n: int) -> None:
-        log.debug("published %d accounts", n)
 
     def stop(self) -> None:
         self._stop.set()
