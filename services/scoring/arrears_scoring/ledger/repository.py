@@ -31,6 +31,7 @@ class SavedState:
     update: AccountUpdated
     items: list[OpenItem]
     base_logit: float | None
+    payload: dict[str, Any] | None = None  # update dumped as JSON, when the caller has it already
 
 
 COLUMNS = (documents.c.kind, documents.c.doc_id, documents.c.ref_id, documents.c.data, documents.c.at)
@@ -116,19 +117,6 @@ class LedgerRepository:
         version = await session.scalar(select(accounts.c.version).where(accounts.c.account_id == account_id))
         return int(version or 0)
 
-    async def save_state(
-        self,
-        session: AsyncSession,
-        account_id: str,
-        update: AccountUpdated,
-        items: list[OpenItem],
-        base_logit: float | None,
-        at: datetime,
-        aged_on: date,
-    ) -> None:
-        """The published state and, in the same transaction, the summary the re-age and filters use."""
-        await self.save_states(session, [SavedState(update, items, base_logit)], at, aged_on)
-
     async def save_states(self, session: AsyncSession, saved: list[SavedState], at: datetime, aged_on: date) -> None:
         """Many accounts' states and summaries in a handful of statements."""
         if not saved:
@@ -154,7 +142,7 @@ class LedgerRepository:
                 {
                     "account_id": s.update.account_id,
                     "version": s.update.version,
-                    "state": s.update.model_dump(mode="json"),
+                    "state": s.payload if s.payload is not None else s.update.model_dump(mode="json"),
                     "updated_at": at,
                     "tier": s.update.risk.tier,
                     "probability": s.update.risk.probability,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -152,13 +153,10 @@ class LedgerService:
         return await self.publish_many(session, sorted(ids))
 
     async def publish(self, session: AsyncSession, account_id: str) -> AccountUpdated:
-        now = self.clock.now()
-        customer, docs = await self.repository.load(session, account_id)
-        version = await self.repository.current_version(session, account_id) + 1
-        update, scored = self.account_update(account_id, customer, docs, now, version)
-        await self.repository.save_state(session, account_id, update, scored.items, scored.base_logit, now, now.date())
-        await self.outbox.add(session, ACCOUNTS, self.event(update, now))
-        return update
+        """Publish the next version of one account now."""
+        await self.publish_many(session, [account_id])
+        state = await self.repository.get_state(session, account_id)
+        return AccountUpdated.model_validate(state)
 
     async def publish_many(self, session: AsyncSession, account_ids: list[str]) -> int:
         """Publish the next version of many accounts: one load, one bulk write (the re-age)."""
@@ -170,9 +168,10 @@ class LedgerService:
         for account_id in account_ids:
             customer, docs = loaded[account_id]
             update, scored = self.account_update(account_id, customer, docs, now, versions.get(account_id, 0) + 1)
-            saved.append(SavedState(update, scored.items, scored.base_logit))
+            payload = update.model_dump(mode="json", exclude_none=True)  # once, for the row and the event
+            saved.append(SavedState(update, scored.items, scored.base_logit, payload))
         await self.repository.save_states(session, saved, now, now.date())
-        await self.outbox.add_many(session, [(ACCOUNTS, self.event(s.update, now)) for s in saved])
+        await self.outbox.add_many(session, [(ACCOUNTS, self.event(s.update, now, s.payload)) for s in saved])
         return len(saved)
 
     def account_update(
@@ -196,12 +195,12 @@ class LedgerService:
         return update, scored
 
     @staticmethod
-    def event(update: AccountUpdated, now: datetime) -> CloudEvent:
+    def event(update: AccountUpdated, now: datetime, payload: dict[str, Any] | None = None) -> CloudEvent:
         return new_event(
             type="ar.account.updated",
             source=SOURCE,
             subject=update.account_id,
-            data=update,
+            data=payload if payload is not None else update,
             time=now,
             id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
         )
