@@ -71,7 +71,9 @@ def inv(account: str, n: int, amount: int, due: date) -> InvoiceIssued:
 
 
 async def published(session: AsyncSession, account: str) -> list[AccountUpdated]:
-    rows = await session.scalars(select(outbox.c.payload).where(outbox.c.topic == ACCOUNTS, outbox.c.key == account))
+    rows = await session.scalars(
+        select(outbox.c.payload).where(outbox.c.topic == ACCOUNTS, outbox.c.key == account).order_by(outbox.c.id)
+    )
     return [AccountUpdated.model_validate(json.loads(p)["data"]) for p in rows]
 
 

@@ -42,8 +42,22 @@ class LedgerRepository:
         """Serialize changes to one account (its version must increase by exactly one per change)."""
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('scoring:' || :a))"), {"a": account_id})
 
+    async def store(
+        self, session: AsyncSession, account_id: str, rows: Sequence[DocRow], event_id: str, at: datetime
+    ) -> None:
+        """Store an event's documents and mark the account changed, in one statement (one round
+        trip per event); a redelivered or older copy changes nothing (see documents.wins)."""
+        final = pg_insert(dirty_accounts).values(account_id=account_id, since=at).on_conflict_do_nothing()
+        for n, row in enumerate(rows):
+            final = final.add_cte(self._put_stmt(account_id, row, event_id).cte(f"doc{n}"))
+        await session.execute(final)
+
     async def put(self, session: AsyncSession, account_id: str, row: DocRow, event_id: str) -> None:
         """Store one document; a redelivered or older copy changes nothing (see documents.wins)."""
+        await session.execute(self._put_stmt(account_id, row, event_id))
+
+    @staticmethod
+    def _put_stmt(account_id: str, row: DocRow, event_id: str) -> Any:
         stmt = pg_insert(documents).values(
             account_id=account_id,
             kind=row.kind,
@@ -62,7 +76,7 @@ class LedgerRepository:
             )
         else:
             stmt = stmt.on_conflict_do_nothing()
-        await session.execute(stmt)
+        return stmt
 
     async def load(self, session: AsyncSession, account_id: str) -> tuple[Customer | None, Documents]:
         rows = await session.execute(

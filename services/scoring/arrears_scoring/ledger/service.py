@@ -131,18 +131,16 @@ class LedgerService:
         """A canonical ledger event (ar.ledger.v1): stored, and the account marked for publishing
         in the same transaction (see :meth:`publish_dirty`)."""
         account_id: str = data.account_id  # type: ignore[attr-defined]
-        for row in ledger_rows(event.id, event.time, data):
-            await self.repository.put(session, account_id, row, event.id)
-        await self.repository.mark_dirty(session, account_id, self.clock.now())
+        await self.repository.store(
+            session, account_id, ledger_rows(event.id, event.time, data), event.id, self.clock.now()
+        )
 
     async def apply_case_event(self, session: AsyncSession, event: CloudEvent, data: CaseEvent) -> None:
         """A collections event: disputes and promises are risk features; the rest is ignored."""
         rows = case_rows(event.id, event.type, event.time, data)
         if not rows:
             return
-        for row in rows:
-            await self.repository.put(session, data.account_id, row, event.id)
-        await self.repository.mark_dirty(session, data.account_id, self.clock.now())
+        await self.repository.store(session, data.account_id, rows, event.id, self.clock.now())
 
     async def publish_dirty(self, session: AsyncSession, limit: int = 500) -> int:
         """Publish the next version of up to ``limit`` accounts whose documents changed (one
