@@ -1,7 +1,7 @@
 """Scoring's ledger throughput from Kafka: canonical events on ar.ledger.v1 through the real
 consumer (inbox, recompute, summary tables, outbox) until every one is applied.
 
-    python -m bench.scoring_ledger [--accounts 1000] [--per-account 10]
+    python -m bench.scoring_ledger [--accounts 1000] [--per-account 10] [--publish-seconds 0.5]
 
 Starts its own broker (Tansu) and embedded PostgreSQL (or uses $DATABASE_URL's server); the
 outbox relay runs too, so ar.account.updated is really published.
@@ -91,10 +91,20 @@ async def run(url: str, bootstrap: str, accounts: int, per: int) -> None:
         async with runtime.sessionmaker() as session:
             done = int(await session.scalar(text("SELECT count(*) FROM scoring.inbox")) or 0)
     elapsed = time.perf_counter() - t0
+    dirty = 1
+    while dirty:
+        await asyncio.sleep(0.2)
+        peak = max(peak, rss.memory_info().rss)
+        async with runtime.sessionmaker() as session:
+            dirty = int(await session.scalar(text("SELECT count(*) FROM scoring.dirty_accounts")) or 0)
+    published = time.perf_counter() - t0
+    async with runtime.sessionmaker() as session:
+        versions = int(await session.scalar(text("SELECT coalesce(sum(version), 0) FROM scoring.accounts")) or 0)
     await runtime.stop()
     print(
         f"{len(msgs)} ledger events ({accounts} accounts x {per}) applied from Kafka in {elapsed:.1f} s: "
-        f"{len(msgs) / elapsed:.0f} events/s; peak RSS {peak / 2**20:.0f} MiB"
+        f"{len(msgs) / elapsed:.0f} events/s; every account published by {published:.1f} s "
+        f"({versions} versions in all); publish period {settings.publish_seconds} s; peak RSS {peak / 2**20:.0f} MiB"
     )
 
 
@@ -102,7 +112,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scoring_ledger")
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--per-account", type=int, default=10)
+    parser.add_argument("--publish-seconds", type=float, default=None, help="ARREARS_SCORING_PUBLISH_SECONDS")
     args, _ = parser.parse_known_args()
+    if args.publish_seconds is not None:
+        os.environ["ARREARS_SCORING_PUBLISH_SECONDS"] = str(args.publish_seconds)
     print(f"load: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
         port = free_port()
