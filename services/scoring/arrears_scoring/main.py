@@ -1,8 +1,13 @@
-"""``arrears-scoring``: serve, migrate."""
+"""``arrears-scoring``: serve, migrate, train, backtest, reage."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from datetime import date
 from pathlib import Path
+
+import typer
 
 from arrears_scoring.app import SERVICE, create_app
 from arrears_scoring.models import SCHEMA
@@ -17,6 +22,55 @@ cli = service_cli(
     create_app=create_app,
     port=lambda s: s.http_port,
 )
+
+
+@cli.command()
+def train(
+    csv: Path | None = typer.Option(None, help="Train on this IBM-format CSV instead of the ledger."),
+    out: Path | None = typer.Option(None, help="Also write the model JSON here."),
+    activate: bool = typer.Option(True, help="Store the model in the database and make it the one in use."),
+) -> None:
+    """Fit the late-payment model on settled invoices (the ledger's own, time-ordered) and store it."""
+    from arrears_scoring.risk.commands import run_train
+
+    model = asyncio.run(run_train(ScoringSettings(), csv, activate))
+    text = json.dumps(model.as_dict(), indent=2)
+    if out:
+        out.write_text(text + "\n")
+    metrics = dict(model.metrics.items())
+    typer.echo(json.dumps({"version": model.version, "metrics": metrics}, indent=2))
+
+
+@cli.command()
+def backtest(
+    csv: Path = typer.Option(..., exists=True, dir_okay=False, help="IBM-format CSV of settled invoices."),
+    cutoff: str | None = typer.Option(None, help="Split date (YYYY-MM-DD); default: 70% of invoices by issue date."),
+    plot: Path = typer.Option(Path("calibration.png"), help="Where to write the calibration plot (PNG)."),
+) -> None:
+    """Time-ordered backtest: fit on invoices settled before the cutoff, report AUC, Brier score and
+    calibration on invoices issued after it."""
+    from arrears_scoring.risk.train import BadCsv, plot_calibration, read_ibm_csv
+    from arrears_scoring.risk.train import backtest as run_backtest
+
+    try:
+        records = read_ibm_csv(csv)
+        split = date.fromisoformat(cutoff) if cutoff else None
+        _, report = run_backtest(records, split, "backtest")
+    except (BadCsv, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    plot_calibration(report, plot)
+    report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2))
+
+
+@cli.command()
+def reage() -> None:
+    """Re-age now: publish the accounts whose bucket, level-relevant age or risk tier changed."""
+    from arrears_scoring.risk.commands import run_reage
+
+    typer.echo(f"published {asyncio.run(run_reage(ScoringSettings()))} accounts")
+
 
 if __name__ == "__main__":
     cli()

@@ -161,6 +161,7 @@ class OpenInvoice(_Model):
     days_past_due: int
     disputed: bool = False
     terms: Terms | None = None  # the invoice's terms, when scoring knows them (late fees, interest)
+    late_probability: float | None = Field(default=None, ge=0, le=1)
 
 
 class Buckets(_Model):
@@ -177,6 +178,7 @@ class Balance(_Model):
     overdue_minor: MinorUnits
     credit_minor: MinorUnits = 0
     buckets: Buckets
+    dso_days: float | None = None  # days sales outstanding: open / sales of the last 90 days x 90
 
 
 class Reason(_Model):

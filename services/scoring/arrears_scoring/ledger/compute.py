@@ -9,7 +9,9 @@ out of order converge to the same state as in order. Allocation order:
 4. everything else oldest due date first (then issue date, then invoice id).
 Credit notes without an invoice come before payments; payments apply by received time, then id.
 What cannot be applied is a credit balance in its currency: never lost, never converted.
-A reversed payment simply is not applied, which re-opens exactly what it had closed.
+A reversal takes effect at its own time (never before its payment): it removes exactly the
+allocation lines its payment made and the credit it left, so exactly what that payment had
+closed re-opens, while payments received before the reversal keep their allocations.
 """
 
 from __future__ import annotations
@@ -44,8 +46,11 @@ class Documents:
     cancelled: set[str] = field(default_factory=set)
     credit_notes: dict[str, CreditNoteIssued] = field(default_factory=dict)
     payments: dict[str, PaymentReceived] = field(default_factory=dict)
-    reversed: set[str] = field(default_factory=set)
-    disputed: set[str] = field(default_factory=set)
+    reversed: dict[str, datetime] = field(default_factory=dict)  # payment_id -> time of the reversal
+    broken_promises: set[str] = field(default_factory=set)
+    promises: set[str] = field(default_factory=set)
+    disputed: set[str] = field(default_factory=set)  # invoices with an open dispute
+    ever_disputed: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class LedgerState:
     settled: dict[str, date | None]  # invoice_id -> date fully paid (None: not paid)
     oldest_due_date: date | None
     max_days_past_due: int
+    dso_days: dict[str, float | None] = field(default_factory=dict)
+
+
+DSO_WINDOW_DAYS = 90
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
@@ -137,12 +146,30 @@ def compute(docs: Documents, as_of: date) -> LedgerState:
             rest = apply(src, note.currency, rest, [note.invoice_id], note.issue_date)
         rest = apply(src, note.currency, rest, oldest_first, note.issue_date)
         credit[note.currency] += rest
-    payments = sorted(
-        (p for p in docs.payments.values() if p.payment_id not in docs.reversed),
-        key=lambda p: (p.received_at, p.payment_id),
-    )
-    for pay in payments:
+    # Payments and reversals on one timeline; a reversal sorts after its payment.
+    timeline: list[tuple[datetime, int, str]] = []
+    for pay in docs.payments.values():
+        timeline.append((pay.received_at, 0, pay.payment_id))
+        reversed_at = docs.reversed.get(pay.payment_id)
+        if reversed_at is not None:
+            timeline.append((max(reversed_at, pay.received_at), 1, pay.payment_id))
+    timeline.sort()
+    made: dict[str, tuple[int, int]] = {}  # payment_id -> (first allocation line index, credit left)
+    undone: set[int] = set()
+    for _, op, payment_id in timeline:
+        pay = docs.payments[payment_id]
+        if op == 1:
+            first, left = made.pop(payment_id)
+            for index in range(first, len(allocations)):
+                line = allocations[index]
+                if line.source == f"payment:{payment_id}" and index not in undone:
+                    undone.add(index)
+                    open_[line.invoice_id] += line.amount_minor
+                    paid_on.pop(line.invoice_id, None)
+            credit[pay.currency] -= left
+            continue
         src = f"payment:{pay.payment_id}"
+        first = len(allocations)
         rest = pay.amount_minor
         day = pay.received_at.date()
         for alloc in pay.allocations or []:
@@ -152,6 +179,8 @@ def compute(docs: Documents, as_of: date) -> LedgerState:
         rest = apply(src, pay.currency, rest, _named_invoices(pay.reference, by_number), day)
         rest = apply(src, pay.currency, rest, oldest_first, day)
         credit[pay.currency] += rest
+        made[payment_id] = (first, rest)
+    allocations = [line for index, line in enumerate(allocations) if index not in undone]
 
     open_invoices: list[OpenInvoice] = []
     per_currency: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -173,6 +202,7 @@ def compute(docs: Documents, as_of: date) -> LedgerState:
                 due_date=inv.due_date,
                 days_past_due=max(dpd, 0),
                 disputed=inv.invoice_id in docs.disputed,
+                terms=inv.terms,  # the case manager charges late fees and interest from these
             )
         )
         bucket = per_currency[inv.currency]
@@ -184,6 +214,15 @@ def compute(docs: Documents, as_of: date) -> LedgerState:
             oldest = inv.due_date
         max_dpd = max(max_dpd, dpd)
     currencies = sorted(set(per_currency) | {c for c, v in credit.items() if v})
+    window_start = date.fromordinal(as_of.toordinal() - DSO_WINDOW_DAYS)
+    sales: dict[str, int] = defaultdict(int)
+    for inv_id, inv in live.items():
+        if window_start < inv.issue_date <= as_of:
+            sales[inv.currency] += amounts[inv_id]
+    dso = {
+        c: (round(per_currency[c]["open"] * DSO_WINDOW_DAYS / sales[c], 1) if sales.get(c) else None)
+        for c in currencies
+    }
     balances = [
         Balance(
             currency=c,
@@ -191,6 +230,7 @@ def compute(docs: Documents, as_of: date) -> LedgerState:
             overdue_minor=per_currency[c]["overdue"],
             credit_minor=credit.get(c, 0),
             buckets=Buckets(**{k: v for k, v in per_currency[c].items() if k not in ("open", "overdue")}),
+            dso_days=dso[c],
         )
         for c in currencies
     ]
@@ -203,4 +243,5 @@ def compute(docs: Documents, as_of: date) -> LedgerState:
         settled=settled,
         oldest_due_date=oldest,
         max_days_past_due=max(max_dpd, 0),
+        dso_days=dso,
     )

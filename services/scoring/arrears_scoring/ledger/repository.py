@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, insert, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arrears_scoring.ledger.compute import Adjustment, Documents
-from arrears_scoring.models import accounts, documents
-from arrears_shared.events.v1 import CreditNoteIssued, Customer, InvoiceIssued, PaymentReceived
+from arrears_scoring.ledger.compute import Documents
+from arrears_scoring.ledger.documents import DocRow, Row, from_rows
+from arrears_scoring.models import account_balances, accounts, dirty_accounts, documents, open_items
+from arrears_shared.events.v1 import AccountUpdated, Customer
+
+
+@dataclass(frozen=True)
+class OpenItem:
+    invoice_id: str
+    currency: str
+    open_minor: int
+    due_date: date
+    static_logit: float
+
+
+@dataclass(frozen=True)
+class SavedState:
+    update: AccountUpdated
+    items: list[OpenItem]
+    base_logit: float | None
+    payload: dict[str, Any] | None = None  # update dumped as JSON, when the caller has it already
+
+
+COLUMNS = (documents.c.kind, documents.c.doc_id, documents.c.ref_id, documents.c.data, documents.c.at)
 
 
 class LedgerRepository:
@@ -19,30 +42,41 @@ class LedgerRepository:
         """Serialize changes to one account (its version must increase by exactly one per change)."""
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtext('scoring:' || :a))"), {"a": account_id})
 
-    async def put(
-        self,
-        session: AsyncSession,
-        *,
-        account_id: str,
-        kind: str,
-        doc_id: str,
-        data: dict[str, Any],
-        at: datetime,
-        ref_id: str | None = None,
-        newest_wins: bool = False,
+    async def store(
+        self, session: AsyncSession, account_id: str, rows: Sequence[DocRow], event_id: str, at: datetime
     ) -> None:
+        """Store an event's documents and mark the account changed, in one statement (one round
+        trip per event); a redelivered or older copy changes nothing (see documents.wins)."""
+        final = pg_insert(dirty_accounts).values(account_id=account_id, since=at).on_conflict_do_nothing()
+        for n, row in enumerate(rows):
+            final = final.add_cte(self._put_stmt(account_id, row, event_id).cte(f"doc{n}"))
+        await session.execute(final)
+
+    async def put(self, session: AsyncSession, account_id: str, row: DocRow, event_id: str) -> None:
+        """Store one document; a redelivered or older copy changes nothing (see documents.wins)."""
+        await session.execute(self._put_stmt(account_id, row, event_id))
+
+    @staticmethod
+    def _put_stmt(account_id: str, row: DocRow, event_id: str) -> Any:
         stmt = pg_insert(documents).values(
-            account_id=account_id, kind=kind, doc_id=doc_id, ref_id=ref_id, data=data, at=at
+            account_id=account_id,
+            kind=row.kind,
+            doc_id=row.doc_id,
+            ref_id=row.ref_id,
+            data=row.data,
+            at=row.at,
+            event_id=event_id,
         )
-        if newest_wins:
+        if row.newest_wins:
             stmt = stmt.on_conflict_do_update(
                 index_elements=[documents.c.account_id, documents.c.kind, documents.c.doc_id],
-                set_={"data": stmt.excluded.data, "at": stmt.excluded.at},
-                where=documents.c.at <= stmt.excluded.at,
+                set_={"data": stmt.excluded.data, "at": stmt.excluded.at, "event_id": stmt.excluded.event_id},
+                where=tuple_(documents.c.at, func.coalesce(documents.c.event_id, ""))
+                <= tuple_(stmt.excluded.at, stmt.excluded.event_id),
             )
         else:
             stmt = stmt.on_conflict_do_nothing()
-        await session.execute(stmt)
+        return stmt
 
     async def load(self, session: AsyncSession, account_id: str) -> tuple[Customer | None, Documents]:
         rows = await session.execute(
@@ -50,44 +84,144 @@ class LedgerRepository:
                 documents.c.account_id == account_id
             )
         )
-        docs = Documents()
-        customer: Customer | None = None
-        for kind, doc_id, ref_id, data, at in rows:
-            if kind == "customer":
-                customer = Customer.model_validate(data)
-            elif kind == "invoice":
-                docs.invoices[doc_id] = InvoiceIssued.model_validate(data)
-            elif kind == "adjustment":
-                docs.adjustments.append(Adjustment(ref_id, int(data["amount_minor"]), at, doc_id))
-            elif kind == "cancellation":
-                docs.cancelled.add(ref_id)
-            elif kind == "credit_note":
-                docs.credit_notes[doc_id] = CreditNoteIssued.model_validate(data)
-            elif kind == "payment":
-                docs.payments[doc_id] = PaymentReceived.model_validate(data)
-            elif kind == "reversal":
-                docs.reversed.add(ref_id)
-            elif kind == "dispute":
-                docs.disputed.add(ref_id)
-        return customer, docs
+        return from_rows(tuple(r) for r in rows)
+
+    async def all_accounts(self, session: AsyncSession) -> AsyncIterator[tuple[str, Customer | None, Documents]]:
+        """Every account's documents, streamed in account order (for training)."""
+        result = await session.stream(
+            select(
+                documents.c.account_id,
+                documents.c.kind,
+                documents.c.doc_id,
+                documents.c.ref_id,
+                documents.c.data,
+                documents.c.at,
+            ).order_by(documents.c.account_id)
+        )
+        current: str | None = None
+        rows: list[Row] = []
+        async for account_id, kind, doc_id, ref_id, data, at in result:
+            if account_id != current and current is not None:
+                yield (current, *from_rows(rows))
+                rows = []
+            current = account_id
+            rows.append((kind, doc_id, ref_id, data, at))
+        if current is not None:
+            yield (current, *from_rows(rows))
+
+    async def mark_dirty(self, session: AsyncSession, account_id: str, at: datetime) -> None:
+        stmt = pg_insert(dirty_accounts).values(account_id=account_id, since=at)
+        await session.execute(stmt.on_conflict_do_nothing())
+
+    async def take_dirty(self, session: AsyncSession, limit: int) -> list[str]:
+        """Up to ``limit`` changed accounts, oldest first, locked for this transaction (other
+        publishers skip them) and removed from the set when it commits."""
+        rows = await session.scalars(
+            select(dirty_accounts.c.account_id)
+            .order_by(dirty_accounts.c.since)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list(rows)
+        if ids:
+            await session.execute(delete(dirty_accounts).where(dirty_accounts.c.account_id.in_(ids)))
+        return ids
 
     async def current_version(self, session: AsyncSession, account_id: str) -> int:
         version = await session.scalar(select(accounts.c.version).where(accounts.c.account_id == account_id))
         return int(version or 0)
 
-    async def save_state(
-        self, session: AsyncSession, account_id: str, version: int, state: dict[str, Any], at: datetime
-    ) -> None:
-        stmt = pg_insert(accounts).values(account_id=account_id, version=version, state=state, updated_at=at)
+    async def save_states(self, session: AsyncSession, saved: list[SavedState], at: datetime, aged_on: date) -> None:
+        """Many accounts' states and summaries in a handful of statements."""
+        if not saved:
+            return
+        ids = [s.update.account_id for s in saved]
+        stmt = pg_insert(accounts)
+        summary_cols = (
+            "version",
+            "state",
+            "updated_at",
+            "tier",
+            "probability",
+            "max_days_past_due",
+            "oldest_due_date",
+            "aged_on",
+            "base_logit",
+        )
         await session.execute(
             stmt.on_conflict_do_update(
-                index_elements=[accounts.c.account_id],
-                set_={
-                    "version": stmt.excluded.version,
-                    "state": stmt.excluded.state,
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
+                index_elements=[accounts.c.account_id], set_={k: stmt.excluded[k] for k in summary_cols}
+            ),
+            [
+                {
+                    "account_id": s.update.account_id,
+                    "version": s.update.version,
+                    "state": s.payload if s.payload is not None else s.update.model_dump(mode="json"),
+                    "updated_at": at,
+                    "tier": s.update.risk.tier,
+                    "probability": s.update.risk.probability,
+                    "max_days_past_due": s.update.max_days_past_due,
+                    "oldest_due_date": s.update.oldest_due_date,
+                    "aged_on": aged_on,
+                    "base_logit": s.base_logit,
+                }
+                for s in saved
+            ],
+        )
+        await session.execute(delete(open_items).where(open_items.c.account_id.in_(ids)))
+        item_rows = [
+            {
+                "account_id": s.update.account_id,
+                "invoice_id": i.invoice_id,
+                "currency": i.currency,
+                "open_minor": i.open_minor,
+                "due_date": i.due_date,
+                "static_logit": i.static_logit,
+            }
+            for s in saved
+            for i in s.items
+        ]
+        if item_rows:
+            await session.execute(insert(open_items), item_rows)
+        await session.execute(delete(account_balances).where(account_balances.c.account_id.in_(ids)))
+        balance_rows = [
+            {
+                "account_id": s.update.account_id,
+                "currency": b.currency,
+                "open_minor": b.open_minor,
+                "overdue_minor": b.overdue_minor,
+                "credit_minor": b.credit_minor,
+            }
+            for s in saved
+            for b in s.update.balances
+        ]
+        if balance_rows:
+            await session.execute(insert(account_balances), balance_rows)
+
+    async def load_many(
+        self, session: AsyncSession, account_ids: Sequence[str]
+    ) -> dict[str, tuple[Customer | None, Documents]]:
+        rows = await session.execute(
+            select(documents.c.account_id, *COLUMNS).where(documents.c.account_id.in_(list(account_ids)))
+        )
+        grouped: dict[str, list[Row]] = {a: [] for a in account_ids}
+        for account_id, *rest in rows:
+            grouped[account_id].append(tuple(rest))
+        return {a: from_rows(r) for a, r in grouped.items()}
+
+    async def versions(self, session: AsyncSession, account_ids: Sequence[str]) -> dict[str, int]:
+        rows = await session.execute(
+            select(accounts.c.account_id, accounts.c.version).where(accounts.c.account_id.in_(list(account_ids)))
+        )
+        return {a: int(v) for a, v in rows}
+
+    async def lock_accounts(self, session: AsyncSession, account_ids: Sequence[str]) -> None:
+        """Lock many accounts at once, in a fixed order so two lockers never deadlock."""
+        await session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(hashtext('scoring:' || a)) FROM unnest(CAST(:ids AS text[])) a ORDER BY a"
+            ),
+            {"ids": sorted(account_ids)},
         )
 
     async def get_state(self, session: AsyncSession, account_id: str) -> dict[str, Any] | None:
@@ -96,3 +230,93 @@ class LedgerRepository:
 
     async def count_accounts(self, session: AsyncSession) -> int:
         return int(await session.scalar(select(func.count()).select_from(accounts)) or 0)
+
+    async def accounts_to_reage(
+        self,
+        session: AsyncSession,
+        today: date,
+        level_offsets: list[int],
+        dpd: tuple[float, float, float],
+        thresholds: tuple[float, float, float],
+    ) -> list[str]:
+        """The accounts whose published aging no longer holds on ``today``: an open invoice moved
+        bucket, the oldest open invoice crossed an escalation-level day, or the risk tier moved.
+        One set-based statement over open_items; nothing is loaded per account."""
+        coef, center, cap = dpd
+        rows = await session.execute(
+            text(REAGE_SQL),
+            {
+                "today": today,
+                "offsets": level_offsets,
+                "coef": coef,
+                "center": center,
+                "cap": cap,
+                "t_medium": thresholds[0],
+                "t_high": thresholds[1],
+                "t_critical": thresholds[2],
+            },
+        )
+        return [r[0] for r in rows]
+
+
+REAGE_SQL = """
+WITH item AS (
+    SELECT o.account_id,
+           (CAST(:today AS date) - o.due_date) AS dpd_new,
+           (a.aged_on - o.due_date) AS dpd_old,
+           o.static_logit
+    FROM scoring.open_items o
+    JOIN scoring.accounts a ON a.account_id = o.account_id
+    WHERE a.aged_on < CAST(:today AS date)
+), agg AS (
+    SELECT account_id,
+           bool_or(
+               width_bucket(dpd_new, ARRAY[1, 31, 61, 91]) <> width_bucket(dpd_old, ARRAY[1, 31, 61, 91])
+           ) AS bucket_moved,
+           max(dpd_new) AS oldest_new,
+           max(dpd_old) AS oldest_old,
+           avg(1.0 / (1.0 + exp(-(static_logit
+               + CAST(:coef AS float8)
+                 * (least(greatest(dpd_new, 0), CAST(:cap AS float8)) - CAST(:center AS float8))))))
+               AS p_new
+    FROM item
+    GROUP BY account_id
+)
+SELECT agg.account_id
+FROM agg
+JOIN scoring.accounts a ON a.account_id = agg.account_id
+WHERE agg.bucket_moved
+   OR EXISTS (
+        SELECT 1 FROM unnest(CAST(:offsets AS int[])) AS lvl(day)
+        WHERE agg.oldest_old < lvl.day AND lvl.day <= agg.oldest_new
+   )
+   OR a.tier IS DISTINCT FROM (
+        CASE WHEN agg.p_new >= CAST(:t_critical AS float8) THEN 'critical'
+             WHEN agg.p_new >= CAST(:t_high AS float8) THEN 'high'
+             WHEN agg.p_new >= CAST(:t_medium AS float8) THEN 'medium'
+             ELSE 'low' END)
+ORDER BY agg.account_id
+"""
+
+
+async def list_states(
+    session: AsyncSession,
+    *,
+    tiers: Sequence[str] | None,
+    currency: str | None,
+    min_overdue_minor: int | None,
+    after: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Account states in account-id order, filtered; ``after`` is the last id of the previous page."""
+    query = select(accounts.c.state).order_by(accounts.c.account_id).limit(limit)
+    if tiers:
+        query = query.where(accounts.c.tier.in_(tiers))
+    if after is not None:
+        query = query.where(accounts.c.account_id > after)
+    if currency is not None:
+        match = (account_balances.c.account_id == accounts.c.account_id) & (account_balances.c.currency == currency)
+        if min_overdue_minor is not None:
+            match = match & (account_balances.c.overdue_minor >= min_overdue_minor)
+        query = query.where(select(account_balances.c.account_id).where(match).exists())
+    return [dict(r) for r in (await session.scalars(query))]

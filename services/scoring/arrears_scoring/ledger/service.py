@@ -1,47 +1,115 @@
-"""Apply ledger events to an account and publish its new state."""
+"""Apply ledger and collections events to an account and publish its new state."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arrears_scoring.ledger.compute import LedgerState, compute
-from arrears_scoring.ledger.repository import LedgerRepository
-from arrears_scoring.risk.model import RiskModel
+from arrears_scoring.ledger.compute import Documents, LedgerState, compute
+from arrears_scoring.ledger.documents import case_rows, ledger_rows
+from arrears_scoring.ledger.repository import LedgerRepository, OpenItem, SavedState
+from arrears_scoring.risk.features import Record, SettledInvoice, invoice_features, known_before
+from arrears_scoring.risk.model import RiskModel, risk_from_contributions, sigmoid
+from arrears_scoring.risk.recommend import recommend
 from arrears_shared.clock import Clock
 from arrears_shared.events.envelope import CloudEvent, new_event
-from arrears_shared.events.v1 import (
-    AccountUpdated,
-    CreditNoteIssued,
-    Customer,
-    InvoiceAdjusted,
-    InvoiceCancelled,
-    InvoiceIssued,
-    PaymentReceived,
-    PaymentReversed,
-)
+from arrears_shared.events.v1 import AccountUpdated, CaseEvent, Customer, OpenInvoice, Risk
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.topics import ACCOUNTS
 
 SOURCE = "arrears/scoring"
 
 
-def features(state: LedgerState, customer: Customer | None) -> dict[str, float]:
-    open_total = sum(b.open_minor for b in state.balances)
-    overdue_total = sum(b.overdue_minor for b in state.balances)
+def settled_history(docs: Documents, state: LedgerState) -> list[SettledInvoice]:
+    """The account's fully settled invoices, as training and features see them."""
+    out: list[SettledInvoice] = []
+    for inv_id, day in state.settled.items():
+        inv = docs.invoices.get(inv_id)
+        if day is None or inv is None:
+            continue
+        out.append(SettledInvoice(inv.issue_date, inv.due_date, day, inv.amount_minor, inv_id in docs.ever_disputed))
+    return sorted(out, key=lambda h: (h.settled_date, h.issue_date))
+
+
+def training_records(account_id: str, docs: Documents, state: LedgerState) -> list[Record]:
+    """The account's settled invoices as training records (the ledger's own history)."""
+    out: list[Record] = []
+    for inv_id, day in state.settled.items():
+        inv = docs.invoices.get(inv_id)
+        if day is None or inv is None:
+            continue
+        out.append(
+            Record(
+                account_id, inv_id, inv.issue_date, inv.due_date, day, inv.amount_minor, inv_id in docs.ever_disputed
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Scored:
+    risk: Risk
+    invoices: list[OpenInvoice]
+    items: list[OpenItem]
+    base_logit: float | None  # the account's logit when nothing is open
+
+
+def score_account(
+    model: RiskModel,
+    thresholds: tuple[float, float, float],
+    customer: Customer | None,
+    docs: Documents,
+    state: LedgerState,
+    today: date,
+) -> Scored:
+    history = settled_history(docs, state)
     utilization = 0.0
     if customer and customer.credit_limit_minor and customer.currency:
-        exposure = sum(b.open_minor for b in state.balances if b.currency == customer.currency)
-        utilization = exposure / customer.credit_limit_minor
-    return {
-        "max_days_past_due": float(state.max_days_past_due),
-        "overdue_share": overdue_total / open_total if open_total else 0.0,
-        "open_invoices": float(len(state.open_invoices)),
+        exposure = sum(b.open_minor - b.credit_minor for b in state.balances if b.currency == customer.currency)
+        utilization = max(exposure, 0) / customer.credit_limit_minor
+    account = {
+        "broken_promises": float(len(docs.broken_promises)),
+        "partial_payments": float(sum(1 for i in state.open_invoices if i.open_minor < i.amount_minor)),
         "credit_utilization": utilization,
     }
+    dpd_feature = model.feature("days_past_due")
+    per_invoice: list[dict[str, float]] = []
+    invoices: list[OpenInvoice] = []
+    items: list[OpenItem] = []
+    for inv in state.open_invoices:
+        open_due = [
+            other.due_date
+            for other in docs.invoices.values()
+            if other.invoice_id in state.settled
+            and other.issue_date < inv.issue_date
+            and (state.settled[other.invoice_id] or date.max) >= inv.issue_date
+        ]
+        vec = invoice_features(
+            known_before(history, inv.issue_date), inv.issue_date, inv.due_date, inv.amount_minor, open_due
+        )
+        vec.update(account)
+        vec["disputed"] = 1.0 if inv.disputed else 0.0
+        vec["days_past_due"] = float(inv.days_past_due)
+        contributions = model.contributions(vec)
+        per_invoice.append(contributions)
+        logit = model.intercept + sum(contributions.values())
+        static = logit - contributions.get("days_past_due", 0.0) if dpd_feature else logit
+        invoices.append(inv.model_copy(update={"late_probability": round(sigmoid(logit), 4)}))
+        items.append(OpenItem(inv.invoice_id, inv.currency, inv.open_minor, inv.due_date, static))
+    base_logit: float | None = None
+    if not per_invoice:
+        vec = invoice_features(known_before(history, today), today, today + timedelta(days=30), 0)
+        vec.update(account)
+        vec["amount_ratio"] = 1.0
+        contributions = model.contributions(vec)
+        per_invoice.append(contributions)
+        base_logit = model.intercept + sum(contributions.values())
+    return Scored(risk_from_contributions(per_invoice, model, thresholds), invoices, items, base_logit)
 
 
 class LedgerService:
@@ -60,117 +128,77 @@ class LedgerService:
         self.repository = repository or LedgerRepository()
 
     async def apply(self, session: AsyncSession, event: CloudEvent, data: BaseModel) -> None:
+        """A canonical ledger event (ar.ledger.v1): stored, and the account marked for publishing
+        in the same transaction (see :meth:`publish_dirty`)."""
         account_id: str = data.account_id  # type: ignore[attr-defined]
-        await self.repository.lock_account(session, account_id)
-        await self._store(session, event, data)
-        await self.publish(session, account_id)
+        await self.repository.store(
+            session, account_id, ledger_rows(event.id, event.time, data), event.id, self.clock.now()
+        )
 
-    async def _store(self, session: AsyncSession, event: CloudEvent, data: BaseModel) -> None:
-        put = self.repository.put
-        payload = data.model_dump(mode="json", exclude_none=True)
-        at = event.time
-        match data:
-            case Customer():
-                await put(
-                    session,
-                    account_id=data.account_id,
-                    kind="customer",
-                    doc_id=data.account_id,
-                    data=payload,
-                    at=at,
-                    newest_wins=True,
-                )
-            case InvoiceIssued():
-                if data.customer is not None:
-                    await put(
-                        session,
-                        account_id=data.account_id,
-                        kind="customer",
-                        doc_id=data.account_id,
-                        data=data.customer.model_dump(mode="json", exclude_none=True),
-                        at=at,
-                        newest_wins=True,
-                    )
-                await put(
-                    session, account_id=data.account_id, kind="invoice", doc_id=data.invoice_id, data=payload, at=at
-                )
-            case InvoiceAdjusted():
-                await put(
-                    session,
-                    account_id=data.account_id,
-                    kind="adjustment",
-                    doc_id=event.id,
-                    ref_id=data.invoice_id,
-                    data=payload,
-                    at=at,
-                )
-            case InvoiceCancelled():
-                await put(
-                    session,
-                    account_id=data.account_id,
-                    kind="cancellation",
-                    doc_id=data.invoice_id,
-                    ref_id=data.invoice_id,
-                    data=payload,
-                    at=at,
-                )
-            case CreditNoteIssued():
-                await put(
-                    session,
-                    account_id=data.account_id,
-                    kind="credit_note",
-                    doc_id=data.credit_note_id,
-                    data=payload,
-                    at=at,
-                )
-            case PaymentReceived():
-                await put(
-                    session, account_id=data.account_id, kind="payment", doc_id=data.payment_id, data=payload, at=at
-                )
-            case PaymentReversed():
-                await put(
-                    session,
-                    account_id=data.account_id,
-                    kind="reversal",
-                    doc_id=data.payment_id,
-                    ref_id=data.payment_id,
-                    data=payload,
-                    at=at,
-                )
+    async def apply_case_event(self, session: AsyncSession, event: CloudEvent, data: CaseEvent) -> None:
+        """A collections event: disputes and promises are risk features; the rest is ignored."""
+        rows = case_rows(event.id, event.type, event.time, data)
+        if not rows:
+            return
+        await self.repository.store(session, data.account_id, rows, event.id, self.clock.now())
+
+    async def publish_dirty(self, session: AsyncSession, limit: int = 500) -> int:
+        """Publish the next version of up to ``limit`` accounts whose documents changed (one
+        version per publish however many events arrived meanwhile). Returns how many."""
+        ids = await self.repository.take_dirty(session, limit)
+        if not ids:
+            return 0
+        return await self.publish_many(session, sorted(ids))
 
     async def publish(self, session: AsyncSession, account_id: str) -> AccountUpdated:
+        """Publish the next version of one account now."""
+        await self.publish_many(session, [account_id])
+        state = await self.repository.get_state(session, account_id)
+        return AccountUpdated.model_validate(state)
+
+    async def publish_many(self, session: AsyncSession, account_ids: list[str]) -> int:
+        """Publish the next version of many accounts: one load, one bulk write (the re-age)."""
+        await self.repository.lock_accounts(session, account_ids)
         now = self.clock.now()
-        customer, docs = await self.repository.load(session, account_id)
-        state = compute(docs, now.date())
-        update = self.account_update(
-            account_id, customer, state, now, await self.repository.current_version(session, account_id) + 1
-        )
-        await self.repository.save_state(session, account_id, update.version, update.model_dump(mode="json"), now)
-        await self.outbox.add(session, ACCOUNTS, self._event(update, now))
-        return update
+        loaded = await self.repository.load_many(session, account_ids)
+        versions = await self.repository.versions(session, account_ids)
+        saved: list[SavedState] = []
+        for account_id in account_ids:
+            customer, docs = loaded[account_id]
+            update, scored = self.account_update(account_id, customer, docs, now, versions.get(account_id, 0) + 1)
+            payload = update.model_dump(mode="json", exclude_none=True)  # once, for the row and the event
+            saved.append(SavedState(update, scored.items, scored.base_logit, payload))
+        await self.repository.save_states(session, saved, now, now.date())
+        await self.outbox.add_many(session, [(ACCOUNTS, self.event(s.update, now, s.payload)) for s in saved])
+        return len(saved)
 
     def account_update(
-        self, account_id: str, customer: Customer | None, state: LedgerState, now: datetime, version: int
-    ) -> AccountUpdated:
-        return AccountUpdated(
+        self, account_id: str, customer: Customer | None, docs: Documents, now: datetime, version: int
+    ) -> tuple[AccountUpdated, Scored]:
+        today = now.date()
+        state = compute(docs, today)
+        scored = score_account(self.model, self.thresholds, customer, docs, state, today)
+        update = AccountUpdated(
             account_id=account_id,
             version=version,
             as_of=now,
             customer=customer,
-            open_invoices=state.open_invoices,
+            open_invoices=scored.invoices,
             balances=state.balances,
             oldest_due_date=state.oldest_due_date,
             max_days_past_due=state.max_days_past_due,
-            risk=self.model.score(features(state, customer), self.thresholds),
+            risk=scored.risk,
+            credit_recommendation=recommend(scored.risk, customer, state.balances),
         )
+        return update, scored
 
     @staticmethod
-    def _event(update: AccountUpdated, now: datetime) -> CloudEvent:
+    def event(update: AccountUpdated, now: datetime, payload: dict[str, Any] | None = None) -> CloudEvent:
         return new_event(
             type="ar.account.updated",
             source=SOURCE,
             subject=update.account_id,
-            data=update,
+            data=payload if payload is not None else update,
             time=now,
             id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
         )

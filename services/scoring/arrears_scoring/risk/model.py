@@ -1,7 +1,9 @@
-"""Scoring an account with a logistic model kept as plain data (coefficients, centers, caps).
+"""A logistic late-payment model kept as plain data (coefficients, centers, caps).
 
 ``contribution`` of a feature is ``coef * (min(x, cap) - center)``: how far it pushed the
-log-odds from a typical account. The reasons of a score are its largest contributions.
+log-odds from a typical invoice. The reasons of a score are its largest contributions. Features
+marked ``"source": "prior"`` are set by hand (facts the training data cannot show, such as days
+past due today); ``"trained"`` ones come from ``arrears-scoring train``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,16 @@ class Feature:
     coef: float
     center: float
     cap: float
+    source: str = "trained"
+
+    def contribution(self, value: float) -> float:
+        return self.coef * (min(value, self.cap) - self.center)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "coef": self.coef, "center": self.center, "source": self.source}
+        if math.isfinite(self.cap):
+            out["cap"] = self.cap
+        return out
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,7 @@ class RiskModel:
     intercept: float
     features: tuple[Feature, ...]
     metrics: dict[str, Any]
+    description: str = ""
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RiskModel:
@@ -36,28 +49,80 @@ class RiskModel:
             version=str(raw["version"]),
             intercept=float(raw["intercept"]),
             features=tuple(
-                Feature(f["name"], float(f["coef"]), float(f.get("center", 0.0)), float(f.get("cap", math.inf)))
+                Feature(
+                    f["name"],
+                    float(f["coef"]),
+                    float(f.get("center", 0.0)),
+                    float(f.get("cap", math.inf)),
+                    str(f.get("source", "trained")),
+                )
                 for f in raw["features"]
             ),
             metrics=dict(raw.get("metrics", {})),
+            description=str(raw.get("description", "")),
         )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "description": self.description,
+            "intercept": self.intercept,
+            "features": [f.as_dict() for f in self.features],
+            "metrics": self.metrics,
+        }
 
     @classmethod
     def default(cls) -> RiskModel:
         text = resources.files("arrears_scoring.risk").joinpath("default_model.json").read_text()
         return cls.from_dict(json.loads(text))
 
+    def feature(self, name: str) -> Feature | None:
+        return next((f for f in self.features if f.name == name), None)
+
+    def contributions(self, values: dict[str, float]) -> dict[str, float]:
+        return {f.name: f.contribution(values.get(f.name, f.center)) for f in self.features}
+
+    def logit(self, values: dict[str, float]) -> float:
+        return self.intercept + sum(self.contributions(values).values())
+
+    def probability(self, values: dict[str, float]) -> float:
+        return sigmoid(self.logit(values))
+
     def score(self, values: dict[str, float], thresholds: tuple[float, float, float]) -> Risk:
-        contributions = {f.name: f.coef * (min(values.get(f.name, f.center), f.cap) - f.center) for f in self.features}
-        logit = self.intercept + sum(contributions.values())
-        probability = 1.0 / (1.0 + math.exp(-logit))
-        reasons = sorted(contributions.items(), key=lambda kv: abs(kv[1]), reverse=True)[:3]
-        return Risk(
-            probability=round(probability, 4),
-            tier=tier_of(probability, thresholds),
-            model_version=self.version,
-            reasons=[Reason(feature=k, contribution=round(v, 4)) for k, v in reasons if v != 0],
-        )
+        """One feature vector's risk (kept for callers that score a single vector)."""
+        return risk_of([values], self, thresholds)
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def risk_of(vectors: list[dict[str, float]], model: RiskModel, thresholds: tuple[float, float, float]) -> Risk:
+    """The account's risk: the mean late probability of its open invoices (each invoice one
+    vector), with the mean contributions as reasons (the three largest in size)."""
+    return risk_from_contributions([model.contributions(v) for v in vectors], model, thresholds)
+
+
+def risk_from_contributions(
+    per_invoice: list[dict[str, float]], model: RiskModel, thresholds: tuple[float, float, float]
+) -> Risk:
+    """:func:`risk_of` from each invoice's contributions, already computed."""
+    probabilities = [sigmoid(model.intercept + sum(c.values())) for c in per_invoice]
+    probability = sum(probabilities) / len(probabilities)
+    totals: dict[str, float] = {}
+    for contributions in per_invoice:
+        for name, c in contributions.items():
+            totals[name] = totals.get(name, 0.0) + c / len(per_invoice)
+    reasons = sorted(totals.items(), key=lambda kv: abs(kv[1]), reverse=True)[:3]
+    return Risk(
+        probability=round(probability, 4),
+        tier=tier_of(probability, thresholds),
+        model_version=model.version,
+        reasons=[Reason(feature=k, contribution=round(v, 4)) for k, v in reasons if round(v, 4) != 0],
+    )
 
 
 def tier_of(probability: float, thresholds: tuple[float, float, float]) -> Tier:

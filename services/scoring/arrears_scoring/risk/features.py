@@ -1,0 +1,104 @@
+"""Features of one invoice, computed only from what was known on the day it was issued.
+
+The same function feeds training (on the ledger's settled invoices or the IBM sample), the
+backtest and live scoring, so a model never sees a feature it was not trained on. History is
+the account's invoices settled *before* the invoice's issue date. ``days_past_due`` and the
+account-level facts (disputes open now, broken promises, partial payments, credit use) change
+after issue; they enter the live score through prior coefficients (``"source": "prior"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+TRAINED_FEATURES: tuple[str, ...] = (
+    "past_late_ratio",
+    "past_mean_days_late",
+    "recent_late_ratio",
+    "last_days_late",
+    "past_invoices_log",
+    "no_history",
+    "amount_ratio",
+    "past_dispute_ratio",
+    "days_since_last_settlement",
+    "terms_days",
+    "open_at_issue",
+    "overdue_at_issue",
+    "max_days_overdue_at_issue",
+)
+
+
+@dataclass(frozen=True)
+class SettledInvoice:
+    issue_date: date
+    due_date: date
+    settled_date: date
+    amount_minor: int
+    disputed: bool = False
+
+    @property
+    def days_late(self) -> int:
+        return max((self.settled_date - self.due_date).days, 0)
+
+
+RECENT = 5
+
+
+def invoice_features(
+    history: Sequence[SettledInvoice],
+    issue_date: date,
+    due_date: date,
+    amount_minor: int,
+    open_due_dates: Sequence[date] = (),
+) -> dict[str, float]:
+    """``history`` must already be limited to invoices settled before ``issue_date``, oldest
+    settlement first (:func:`known_before` does that); ``open_due_dates`` are the due dates of
+    the account's other invoices issued before and still open on ``issue_date``."""
+    overdue = [(issue_date - d).days for d in open_due_dates if d < issue_date]
+    n = len(history)
+    late = [h.days_late for h in history]
+    recent = late[-RECENT:]
+    mean_amount = sum(h.amount_minor for h in history) / n if n else 0.0
+    return {
+        "past_late_ratio": sum(1 for d in late if d > 0) / n if n else 0.0,
+        "past_mean_days_late": sum(late) / n if n else 0.0,
+        "recent_late_ratio": sum(1 for d in recent if d > 0) / len(recent) if recent else 0.0,
+        "last_days_late": float(late[-1]) if late else 0.0,
+        "past_invoices_log": math.log1p(n),
+        "no_history": 0.0 if n else 1.0,
+        "amount_ratio": amount_minor / mean_amount if mean_amount > 0 else 1.0,
+        "past_dispute_ratio": sum(1 for h in history if h.disputed) / n if n else 0.0,
+        "days_since_last_settlement": float((issue_date - history[-1].settled_date).days) if n else 0.0,
+        "terms_days": float((due_date - issue_date).days),
+        "open_at_issue": float(len(open_due_dates)),
+        "overdue_at_issue": float(len(overdue)),
+        "max_days_overdue_at_issue": float(max(overdue, default=0)),
+    }
+
+
+def known_before(history: Sequence[SettledInvoice], day: date) -> list[SettledInvoice]:
+    """The invoices settled strictly before ``day``, oldest settlement first."""
+    return sorted((h for h in history if h.settled_date < day), key=lambda h: (h.settled_date, h.issue_date))
+
+
+@dataclass(frozen=True)
+class Record:
+    """One settled invoice of one account (the unit of training)."""
+
+    account_id: str
+    invoice_id: str
+    issue_date: date
+    due_date: date
+    settled_date: date
+    amount_minor: int
+    disputed: bool
+
+    @property
+    def late(self) -> bool:
+        return self.settled_date > self.due_date
+
+    def as_history(self) -> SettledInvoice:
+        return SettledInvoice(self.issue_date, self.due_date, self.settled_date, self.amount_minor, self.disputed)
