@@ -67,7 +67,11 @@ def create_app(settings: NotifierSettings, runtime: Runtime | None = None) -> Fa
         renderer=renderer,
         channels=channels,
         rules=ContactRules(
-            settings.window_start_hour, settings.window_end_hour, settings.cap_per_7_days, settings.max_attempts
+            settings.window_start_hour,
+            settings.window_end_hour,
+            settings.cap_per_7_days,
+            settings.max_attempts,
+            frozenset(t.strip() for t in settings.after_close_templates.split(",") if t.strip()),
         ),
         signer=LinkSigner(settings.link_secret),
         public_base_url=settings.public_base_url,

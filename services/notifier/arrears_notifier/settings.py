@@ -70,6 +70,11 @@ class NotifierSettings(CommonSettings):
         description="HTTP connections to the SMS provider; also the most SMS in flight at once.",
     )
     sms_timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="ARREARS_SMS_TIMEOUT_SECONDS")
+    after_close_templates: str = Field(
+        default="thank_you",
+        validation_alias="ARREARS_NOTIFIER_AFTER_CLOSE_TEMPLATES",
+        description="Comma-separated templates still delivered after their case is resolved (the thank-you).",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> Self:

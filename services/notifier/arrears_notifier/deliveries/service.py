@@ -95,6 +95,8 @@ class ContactRules:
     window_end_hour: int = 21
     cap_per_7_days: int = 3
     max_attempts: int = 6
+    # Templates that belong after a case closes (the thank-you for a payment): not suppressed by it.
+    after_close_templates: frozenset[str] = frozenset({"thank_you"})
 
 
 @dataclass
@@ -211,7 +213,7 @@ class DeliveryService:
     async def _allowed(self, session: AsyncSession, row: Row[Any], now: datetime, context: _BatchContext) -> bool:
         address = _address(row)
         closed = context.closed.get(row.case_id)
-        if closed is not None:
+        if closed is not None and row.template not in self.rules.after_close_templates:
             await self._finish(session, row, now, "suppressed", f"case {closed}")
             return False
         if row.expires_at is not None and row.expires_at <= now:
@@ -375,6 +377,8 @@ class DeliveryService:
         reason = event.type.rsplit(".", 1)[-1].replace("_", " ")
         await self.repo.close_case(session, data.case_id, reason, now)
         for row in await self.repo.pending_for_case(session, data.case_id):
+            if row.template in self.rules.after_close_templates:
+                continue
             await self._finish(session, row, now, "suppressed", f"case {reason}")
 
     async def on_status_callback(self, session: AsyncSession, callback: StatusCallback) -> str:
