@@ -98,13 +98,13 @@ def _ready(url: str) -> bool:
         return False
 
 
-def wait_until(check: Callable[[], T], timeout: float, what: str) -> T:
+def wait_until(check: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.25)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 

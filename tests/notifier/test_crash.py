@@ -181,8 +181,10 @@ def test_killed_twenty_times_mid_batch_nothing_is_sent_twice(crash: Crash, broke
         assert before < len(items) - KILLS * SMTP_POOL, "the backlog ran out before the 20th kill; raise N_SMS"
         t0 = time.monotonic()
         proc = crash.start()
-        wait_until(lambda b=before: crash.sms_count() + crash.mail_count() > b, 90, "sending to resume")  # type: ignore[misc]
-        time.sleep(rng.uniform(0.0, 0.25))
+        # Poll closely and kill soon after sending resumes, so that a fast (quiet) machine does not
+        # run through the backlog before the 20th kill.
+        wait_until(lambda b=before: crash.sms_count() + crash.mail_count() > b, 90, "sending to resume", 0.02)  # type: ignore[misc]
+        time.sleep(rng.uniform(0.0, 0.1))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         kills += 1

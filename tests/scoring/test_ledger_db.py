@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_scoring.accounts import endpoints
 from arrears_scoring.accounts.service import AccountQueries
-from arrears_scoring.deps import _queries, _session
+from arrears_scoring.deps import account_queries, read_session
 from arrears_scoring.ledger.reage import Reager
 from arrears_scoring.ledger.service import LedgerService
 from arrears_scoring.models import accounts, documents, open_items, outbox
@@ -264,8 +264,8 @@ async def client(session: AsyncSession) -> AsyncIterator[httpx.AsyncClient]:
     async def one_session() -> AsyncIterator[AsyncSession]:
         yield session
 
-    app.dependency_overrides[_session] = one_session
-    app.dependency_overrides[_queries] = lambda: queries
+    app.dependency_overrides[read_session] = one_session
+    app.dependency_overrides[account_queries] = lambda: queries
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         yield c
 

@@ -2,43 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 
 from arrears_case_manager.auth import KeyService, Principal
 from arrears_case_manager.cases.actions import CaseActions
 from arrears_case_manager.cases.service import CaseService
-from arrears_shared.runtime import Runtime
+from arrears_shared.deps import ReadSessionDep, from_state, runtime_of
 
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with _runtime(request).sessionmaker() as session:
-        yield session
-
-
-def _service(request: Request) -> CaseService:
-    service: CaseService = request.app.state.case_service
-    return service
-
-
-def _actions(request: Request) -> CaseActions:
-    actions: CaseActions = request.app.state.case_actions
-    return actions
-
-
-SessionDep = Annotated[AsyncSession, Depends(_session)]
-CaseServiceDep = Annotated[CaseService, Depends(_service)]
-CaseActionsDep = Annotated[CaseActions, Depends(_actions)]
-RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+SessionDep = ReadSessionDep
+CaseServiceDep = Annotated[CaseService, Depends(from_state("case_service"))]
+CaseActionsDep = Annotated[CaseActions, Depends(from_state("case_actions"))]
 _BEARER = {"WWW-Authenticate": 'Bearer realm="arrears-cases"'}
 ANONYMOUS = Principal(key_id="anonymous", scopes=frozenset({"admin"}))
 
@@ -54,7 +31,7 @@ def _require(scope: str) -> Callable[..., Awaitable[Principal]]:
         if scheme.lower() != "bearer" or not token.strip():
             raise HTTPException(401, "a bearer API key is required (Authorization: Bearer ak_...)", headers=_BEARER)
         keys: KeyService = request.app.state.key_service
-        async with _runtime(request).sessionmaker() as session:
+        async with runtime_of(request).sessionmaker() as session:
             principal = await keys.authenticate(session, token.strip())
         if principal is None:
             raise HTTPException(401, "the API key is unknown or revoked", headers=_BEARER)
