@@ -90,6 +90,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "ARREARS_SCORING_PORT",
         group="arrears-scoring",
         topics=(LEDGER,),
+        extra_consumers=(("arrears-scoring-collections", (EVENTS,)),),
         produces=(ACCOUNTS, DLQ),
     ),
     Workload(
