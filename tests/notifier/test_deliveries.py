@@ -507,3 +507,58 @@ async def test_an_ambiguous_send_is_never_retried_blindly(
     assert stored.status == "sent"
     assert stored.provider_message_id == "SMlate"
     assert Timeout.calls == 1
+
+
+async def test_concurrent_sends_share_the_sending_commit_and_the_outcome_commit(
+    smtp: tuple[int, RecordingHandler],
+    sms: SmsProvider,
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
+    seen: dict[str, str] = {}
+
+    class Checking(Channel):
+        name = "sms"
+        concurrency = 8
+
+        async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
+            assert handover is not None
+            assert await handover()
+            # What another connection sees when the provider takes the message: already committed.
+            async with sessionmaker() as other:
+                seen[message.notification_id] = (
+                    await other.execute(
+                        select(notifications.c.status).where(notifications.c.notification_id == message.notification_id)
+                    )
+                ).scalar_one()
+            return SendResult(f"SM{message.notification_id[-8:]}")
+
+    service = make_service(smtp[0], sms, clock, channels={"sms": Checking()})
+    marks: list[int] = []
+    outcomes: list[int] = []
+    mark_many, record_many = service.repo.mark_sending_many, service.repo.record_sent_many
+
+    async def counting_marks(session: AsyncSession, notification_ids: list[str], now: datetime) -> frozenset[str]:
+        marks.append(len(notification_ids))
+        return await mark_many(session, notification_ids, now)
+
+    async def counting_outcomes(session: AsyncSession, sent: list[tuple[str, str | None]], now: datetime) -> None:
+        outcomes.append(len(sent))
+        await record_many(session, sent, now)
+
+    service.repo.mark_sending_many = counting_marks  # type: ignore[method-assign]
+    service.repo.record_sent_many = counting_outcomes  # type: ignore[method-assign]
+    requests = [new_request("sms") for _ in range(24)]
+    for req in requests:
+        await submit(service, sessionmaker, req)
+    assert await Dispatcher(service, sessionmaker, concurrency=24, poll_seconds=0.1).dispatch_once() == 24
+    assert seen == {req.notification_id: "sending" for req in requests}
+    assert sum(marks) == 24
+    assert max(marks) > 1  # sends handed over together shared one statement and one commit
+    assert sum(outcomes) == 24
+    assert max(outcomes) > 1
+    for req in requests:
+        stored = await row(sessionmaker, req.notification_id)
+        assert stored.status == "sent"
+        assert stored.provider_message_id == f"SM{req.notification_id[-8:]}"
+        assert [u["status"] for u in await reported(sessionmaker, req.notification_id)] == ["sent"]

@@ -6,7 +6,7 @@ from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, or_, select, tuple_, update
+from sqlalchemy import Row, String, and_, column, delete, func, or_, select, tuple_, update, values
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -165,6 +165,37 @@ class DeliveryRepository:
             .returning(notifications.c.notification_id)
         )
         return changed.first() is not None
+
+    async def mark_sending_many(
+        self, session: AsyncSession, notification_ids: list[str], now: datetime
+    ) -> frozenset[str]:
+        """claimed → sending for a wave of sends in one statement; returns the ids that were still claimed."""
+        if not notification_ids:
+            return frozenset()
+        changed = await session.execute(
+            update(notifications)
+            .where(notifications.c.notification_id.in_(notification_ids), notifications.c.status == "claimed")
+            .values(status="sending", claimed_at=now, updated_at=now)
+            .returning(notifications.c.notification_id)
+        )
+        return frozenset(str(nid) for nid in changed.scalars())
+
+    async def record_sent_many(self, session: AsyncSession, sent: list[tuple[str, str | None]], now: datetime) -> None:
+        """:meth:`record_sent` for a wave of (notification_id, provider_id) in one statement (plus one per
+        row a status callback has already moved on, which is rare)."""
+        if not sent:
+            return
+        wave = values(column("nid", String), column("pid", String), name="wave").data(sent)
+        changed = await session.execute(
+            update(notifications)
+            .where(notifications.c.notification_id == wave.c.nid, notifications.c.status.in_(["claimed", "sending"]))
+            .values(status="sent", sent_at=now, provider_message_id=wave.c.pid, reason=None, updated_at=now)
+            .returning(notifications.c.notification_id)
+        )
+        done = {str(nid) for nid in changed.scalars()}
+        for notification_id, provider_id in sent:
+            if notification_id not in done:
+                await self.record_sent(session, notification_id, now, provider_id)
 
     async def mark_claimed(self, session: AsyncSession, notification_ids: list[str], now: datetime) -> None:
         if notification_ids:

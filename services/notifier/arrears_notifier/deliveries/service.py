@@ -2,9 +2,10 @@
 
 A request is recorded (unique notification_id) before any provider is called. The dispatcher
 claims due rows with FOR UPDATE SKIP LOCKED, applies the contact rules and marks them
-``claimed``. Each message is then marked ``sending`` in its own commit at the last moment before
-the provider can take it (before the HTTP request; after SMTP RCPT, before DATA), and the outcome
-is recorded in its own small transaction right after.
+``claimed``. Each message is then marked ``sending`` in a commit at the last moment before the
+provider can take it (before the HTTP request; after SMTP RCPT, before DATA), and the outcome is
+recorded in a commit right after. Sends that reach those points together share the statement and
+the commit (group commit, :class:`_Waves`); none is handed over before its mark is committed.
 States: pending → claimed → sending → sent → delivered | failed, with deferrals (pending with a
 reason and a later time) and suppressions reported as they happen.
 
@@ -25,7 +26,7 @@ import hashlib
 import hmac
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -162,6 +163,7 @@ class DeliveryService:
         self.public_base_url = public_base_url.rstrip("/")
         self.repo = repository or DeliveryRepository()
         self._slots: dict[str, asyncio.Semaphore] = {}
+        self._waves: dict[async_sessionmaker[AsyncSession], _Waves] = {}
 
     # ------------------------------------------------------------------ intake
 
@@ -254,7 +256,8 @@ class DeliveryService:
     async def deliver(self, row: Row[Any], sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         """Send one claimed notification and record the outcome at once.
 
-        The row becomes ``sending`` in its own commit only at the last moment before the provider
+        The row becomes ``sending`` in a commit (shared with the sends handed over at the same
+        moment) only at the last moment before the provider
         can take the message (the channel calls ``handover``: before the HTTP request, after SMTP
         RCPT and before DATA), so a crash leaves at most ``channel.concurrency`` messages per
         process whose outcome is unknown; everything merely claimed is safely retried.
@@ -266,11 +269,11 @@ class DeliveryService:
             message = None
             status, reason = "failed", f"template could not be rendered: {type(exc).__name__}"
         handed = False
+        waves = self._waves_for(sessionmaker)
 
         async def handover() -> bool:
             nonlocal handed
-            async with sessionmaker() as session, session.begin():
-                handed = await self.repo.mark_sending(session, row.notification_id, self.clock.now())
+            handed = await waves.handover(row.notification_id)
             return handed
 
         async with self._slot(row.channel):
@@ -300,17 +303,34 @@ class DeliveryService:
                     # Unknown whether the provider took it: never resend (at most once), report it.
                     log.exception("channel failed unexpectedly", extra={"notification_id": row.notification_id})
                     status, reason = "failed", f"outcome unknown: {type(exc).__name__}; not resent"
+        await waves.record(_Outcome(row, status, reason, provider_id, retry_at, hard_bounce))
+
+    def _waves_for(self, sessionmaker: async_sessionmaker[AsyncSession]) -> _Waves:
+        loop = asyncio.get_running_loop()
+        waves = self._waves.get(sessionmaker)
+        if waves is None or waves.loop is not loop:
+            waves = self._waves[sessionmaker] = _Waves(self, sessionmaker, loop)
+        return waves
+
+    async def record_outcomes(self, session: AsyncSession, outcomes: list[_Outcome]) -> None:
+        """Record what the providers said for a wave of sends: the accepted ones in one statement
+        and their delivery events in another; the rest (retries, failures) one by one."""
         now = self.clock.now()
-        async with sessionmaker() as session, session.begin():
-            if status == "sent":
-                await self.repo.record_sent(session, row.notification_id, now, provider_id)
-                await self._report(session, row, now, "sent", None, provider_id)
-            elif status == "pending":
+        sent = [o for o in outcomes if o.status == "sent"]
+        await self.repo.record_sent_many(session, [(o.row.notification_id, o.provider_id) for o in sent], now)
+        await self.outbox.add_many(
+            session, [(DELIVERIES, self._event(o.row, now, "sent", None, o.provider_id)) for o in sent]
+        )
+        for o in outcomes:
+            row, reason = o.row, o.reason
+            if o.status == "sent":
+                continue
+            if o.status == "pending":
                 await self.repo.set(
-                    session, row.notification_id, now, status="pending", next_attempt_at=retry_at, reason=reason
+                    session, row.notification_id, now, status="pending", next_attempt_at=o.retry_at, reason=reason
                 )
             else:
-                if hard_bounce:
+                if o.hard_bounce:
                     address = row.recipient.get("email" if row.channel == "email" else "phone", "")
                     await self.repo.suppress(
                         session, row.channel, address_hash(row.channel, address), "hard bounce", now
@@ -470,6 +490,11 @@ class DeliveryService:
         reason: str | None,
         provider_id: str | None = None,
     ) -> None:
+        await self.outbox.add(session, DELIVERIES, self._event(row, now, status, reason, provider_id))
+
+    def _event(
+        self, row: Row[Any], now: datetime, status: str, reason: str | None, provider_id: str | None
+    ) -> CloudEvent:
         # Every outcome passes here once (a deferral only when its reason changes). Counted when recorded;
         # a transaction that then rolls back is re-run and counted again, so the count can only run high.
         NOTIFICATIONS.labels(row.channel, status).inc()
@@ -483,13 +508,128 @@ class DeliveryService:
             provider_message_id=provider_id,
             at=now,
         )
-        await self.outbox.add(
-            session,
-            DELIVERIES,
-            new_event(
-                type="collections.delivery.updated", source=SOURCE, subject=row.account_id, data=update, time=now
-            ),
+        return new_event(
+            type="collections.delivery.updated", source=SOURCE, subject=row.account_id, data=update, time=now
         )
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    row: Row[Any]
+    status: str  # sent | pending (retry at retry_at) | failed
+    reason: str | None
+    provider_id: str | None
+    retry_at: datetime | None
+    hard_bounce: bool
+
+
+# The most sends whose marks (or outcomes) go in one statement.
+MAX_WAVE = 256
+
+
+class _Waves:
+    """Group commit for the sends running at once in one process.
+
+    The sends that reach their hand-over together are marked ``sending`` in one UPDATE and one
+    commit; each send waits for that commit before the provider may take its message. The outcomes
+    that arrive together are recorded in one transaction; each send waits for that commit too. A
+    flush starts as soon as the first item is queued (after one turn of the event loop, so that
+    sends woken together share it); what arrives while it runs forms the next wave. So nothing waits
+    for a timer, and under load round trips and commits are shared by many messages.
+    """
+
+    def __init__(
+        self,
+        service: DeliveryService,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.service = service
+        self.sessionmaker = sessionmaker
+        self.loop = loop
+        self._handovers: list[tuple[str, asyncio.Future[bool]]] = []
+        self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def _kick(self, name: str, flush: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        task = self._tasks.get(name)
+        if task is None or task.done():
+            self._tasks[name] = self.loop.create_task(flush())
+
+    async def handover(self, notification_id: str) -> bool:
+        """Commit ``notification_id`` as sending (with whatever else is handed over now); False if it
+        moved on meanwhile. Returns only after the commit."""
+        future: asyncio.Future[bool] = self.loop.create_future()
+        self._handovers.append((notification_id, future))
+        self._kick("handover", self._flush_handovers)
+        return await future
+
+    async def record(self, outcome: _Outcome) -> None:
+        """Record ``outcome`` (with whatever else arrives now); returns after the commit."""
+        future: asyncio.Future[None] = self.loop.create_future()
+        self._outcomes.append((outcome, future))
+        self._kick("outcome", self._flush_outcomes)
+        await future
+
+    async def _flush_handovers(self) -> None:
+        await asyncio.sleep(0)
+        while self._handovers:
+            wave, self._handovers = self._handovers[:MAX_WAVE], self._handovers[MAX_WAVE:]
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    handed = await self.service.repo.mark_sending_many(
+                        session, [nid for nid, _ in wave], self.service.clock.now()
+                    )
+            except BaseException as exc:
+                _fail(wave, exc)
+                if not isinstance(exc, Exception):
+                    _fail(self._handovers, exc)
+                    raise
+                continue
+            for nid, future in wave:
+                if not future.done():
+                    future.set_result(nid in handed)
+
+    async def _flush_outcomes(self) -> None:
+        await asyncio.sleep(0)
+        while self._outcomes:
+            wave, self._outcomes = self._outcomes[:MAX_WAVE], self._outcomes[MAX_WAVE:]
+            try:
+                try:
+                    async with self.sessionmaker() as session, session.begin():
+                        await self.service.record_outcomes(session, [o for o, _ in wave])
+                    done: list[tuple[_Outcome, asyncio.Future[None]]] = wave
+                except Exception:
+                    if len(wave) == 1:
+                        raise
+                    # One outcome that cannot be recorded must not hold up the others: each alone.
+                    done = []
+                    for item in wave:
+                        try:
+                            async with self.sessionmaker() as session, session.begin():
+                                await self.service.record_outcomes(session, [item[0]])
+                        except Exception as exc:
+                            _fail([item], exc)
+                        else:
+                            done.append(item)
+            except BaseException as exc:
+                _fail(wave, exc)
+                if not isinstance(exc, Exception):
+                    _fail(self._outcomes, exc)
+                    raise
+                continue
+            for _, future in done:
+                if not future.done():
+                    future.set_result(None)
+
+
+def _fail(items: Sequence[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, future in items:
+        if not future.done():
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
 
 
 class Dispatcher:
