@@ -330,3 +330,66 @@ async def test_publisher_drains_every_changed_account_in_batches(session: AsyncS
     assert await publisher.drain() == 5
     assert await publisher.drain() == 0
     assert all([(await published(session, f"db-pub-{n}"))[-1].version == 1 for n in range(5)])
+
+
+async def _documents(session: AsyncSession, account: str) -> list[tuple[Any, ...]]:
+    rows = await session.execute(
+        select(documents.c.kind, documents.c.doc_id, documents.c.ref_id, documents.c.data, documents.c.at)
+        .where(documents.c.account_id == account)
+        .order_by(documents.c.kind, documents.c.doc_id)
+    )
+    return [tuple(r) for r in rows]
+
+
+async def test_a_run_applied_in_one_call_stores_what_event_by_event_stores(session: AsyncSession) -> None:
+    """apply_many / apply_case_events (the consumer's batch route) against apply event by event:
+    the same documents, including redelivered copies (first wins) and newest-wins customers and
+    disputes arriving out of order inside one run; every account marked changed."""
+    service = make_service(FixedClock(NOW))
+    pay = PaymentReceived(
+        payment_id="p1", account_id="ACC", currency="EUR", amount_minor=70_000, received_at=NOW - timedelta(days=5)
+    )
+
+    def ledger(acc: str) -> list[CloudEvent]:
+        later = customer(acc, limit=200_000)
+        return [
+            envelope(1, customer(acc), "ar.customer.upserted", NOW - timedelta(days=1)),
+            envelope(2, inv(acc, 1, 50_000, date(2026, 4, 1)), "ar.invoice.issued"),
+            envelope(3, later, "ar.customer.upserted", NOW),  # newest wins...
+            envelope(4, customer(acc, limit=5), "ar.customer.upserted", NOW - timedelta(days=2)),  # ...not this
+            envelope(2, inv(acc, 1, 50_000, date(2026, 4, 1)), "ar.invoice.issued"),  # a redelivery
+            envelope(5, pay.model_copy(update={"account_id": acc}), "ar.payment.received"),
+            envelope(6, PaymentReversed(payment_id="p1", account_id=acc, reason="NSF"), "ar.payment.reversed"),
+        ]
+
+    def cases(acc: str) -> list[CloudEvent]:
+        def case(i: int, type_: str, at: datetime) -> CloudEvent:
+            data = CaseEvent(case_id="c1", account_id=acc, invoice_ids=[f"{acc}-i1"], reference_id="pr1")
+            return new_event(type=type_, source="test", subject=acc, data=data, time=at, id=f"{acc}-c{i}")
+
+        return [
+            case(1, "collections.dispute.resolved", NOW),
+            case(2, "collections.dispute.opened", NOW - timedelta(hours=1)),  # older: loses
+            case(3, "collections.promise.made", NOW),
+            case(4, "collections.promise.broken", NOW),
+            case(5, "collections.stage.changed", NOW),  # not a feature: nothing stored
+        ]
+
+    one, many = "batch-one", "batch-many"
+    for e in ledger(one):
+        await service.apply(session, e, _data(e))
+    for e in cases(one):
+        await service.apply_case_event(session, e, CaseEvent.model_validate(e.data))
+    await service.apply_many(session, [(e, _data(e)) for e in ledger(many)])
+    await service.apply_case_events(session, [(e, CaseEvent.model_validate(e.data)) for e in cases(many)])
+
+    def renamed(rows: list[tuple[Any, ...]], acc: str) -> str:
+        return json.dumps([[str(v) for v in r] for r in rows], sort_keys=True).replace(acc, "X")
+
+    stored_one, stored_many = await _documents(session, one), await _documents(session, many)
+    assert renamed(stored_many, many) == renamed(stored_one, one)
+    assert ("customer", many) in [(r[0], r[1]) for r in stored_many]
+    assert next(r[3] for r in stored_many if r[0] == "customer")["credit_limit_minor"] == 200_000
+    assert next(r[3] for r in stored_many if r[0] == "dispute")["open"] is False
+    assert await service.publish_dirty(session) >= 2
+    assert [u.version for u in await published(session, many)] == [1]

@@ -7,6 +7,10 @@ For each partition batch, in one transaction:
 3. validate ``data`` into the route's model before any logic runs (invalid: dead-lettered),
 4. run the handler in a savepoint, retrying a failing handler a bounded number of times and then
    dead-lettering the message, so a poison message never blocks its partition.
+A route registered with :meth:`EventRouter.add_batch` takes a whole run of consecutive events of the
+batch in one call (one savepoint): each event is still deduplicated and validated on its own (an
+invalid one dead-lettered alone), and if the batch handler raises, its savepoint is rolled back and
+the run is applied again one event at a time through step 4, so a poison message costs only itself.
 Dead letters go through the outbox, in the same transaction, so the DLQ entry and the offset move
 together. If the transaction itself fails (database down), nothing is committed, the consumer seeks
 back and tries the batch again after a backoff: an outage is not a reason to dead-letter.
@@ -16,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +29,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Table
+from sqlalchemy import Table, Text, bindparam, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -40,12 +46,15 @@ from arrears_shared.tracing import traced
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncSession, CloudEvent, Any], Awaitable[None]]
+BatchHandler = Callable[[AsyncSession, list[tuple[CloudEvent, Any]]], Awaitable[None]]
+"""Applies a run of consecutive events, each with its validated data, in order, in one call."""
 
 
 @dataclass(frozen=True)
 class Route:
     model: type[BaseModel] | None
     handler: Handler
+    batch: BatchHandler | None = None  # set by add_batch: consecutive events of batch routes go together
 
 
 class EventRouter:
@@ -57,6 +66,18 @@ class EventRouter:
 
     def add(self, event_type: str, model: type[BaseModel] | None, handler: Handler) -> None:
         self.routes[event_type] = Route(model, handler)
+
+    def add_batch(self, model_by_type: Mapping[str, type[BaseModel] | None], handler: BatchHandler) -> None:
+        """Route every type of ``model_by_type`` to ``handler``, which receives a whole run of
+        consecutive events of these types (with their validated data) in one call. If it raises,
+        the run is applied again one event at a time (a one-event list each), with retries and the
+        DLQ as for :meth:`add`; so the handler must be all-or-nothing within its savepoint."""
+
+        async def one(session: AsyncSession, event: CloudEvent, data: Any) -> None:
+            await handler(session, [(event, data)])
+
+        for event_type, model in model_by_type.items():
+            self.routes[event_type] = Route(model, one, handler)
 
     def on(self, event_type: str, model: type[BaseModel] | None) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -186,13 +207,20 @@ class BatchConsumer:
                 # Keyed by position, so a re-delivered poison message is not dead-lettered twice.
                 position = f"kafka:{msg.topic}:{msg.partition}:{msg.offset}"
                 decoded.append((msg, None, position, "invalid CloudEvent: " + summarize_validation_error(exc)))
+        # One statement of the same shape whatever the batch size (the keys as one array), so it
+        # compiles once instead of once per batch as a multi-row VALUES would.
+        keys = select(
+            literal(self.group_id, Text),
+            func.unnest(bindparam("keys", sorted({d[2] for d in decoded}), type_=ARRAY(Text))),
+        )
         stmt = (
             pg_insert(self.inbox)
-            .values([{"consumer": self.group_id, "event_key": k} for k in {d[2] for d in decoded}])
+            .from_select(["consumer", "event_key"], keys)
             .on_conflict_do_nothing()
             .returning(self.inbox.c.event_key)
         )
         fresh = set((await session.execute(stmt)).scalars())
+        pending: list[tuple[ConsumerRecord[bytes, bytes], CloudEvent]] = []
         for msg, maybe_event, key, reason in decoded:
             if key not in fresh:
                 kind = maybe_event.type if maybe_event else "unknown"
@@ -202,46 +230,116 @@ class BatchConsumer:
             if maybe_event is None:
                 await self._dead_letter(session, msg, "invalid_envelope", reason, "unknown")
                 continue
-            token = event_id_var.set(maybe_event.id)
-            attributes = {
-                "messaging.system": "kafka",
-                "messaging.destination.name": msg.topic,
-                "messaging.consumer.group.name": self.group_id,
-                "messaging.kafka.offset": msg.offset,
-                "messaging.message.id": maybe_event.id,
-                "cloudevents.event_type": maybe_event.type,
-            }
-            try:
-                with traced(
-                    f"process {msg.topic}", decode_headers(msg.headers), kind=SpanKind.CONSUMER, attributes=attributes
-                ):
-                    await self._apply_one(session, msg, maybe_event)
-            finally:
-                event_id_var.reset(token)
+            pending.append((msg, maybe_event))
+        start = 0
+        while start < len(pending):
+            route = self.router.match(pending[start][1].type)
+            end = start + 1
+            if route is not None and route.batch is not None:
+                while end < len(pending):
+                    following = self.router.match(pending[end][1].type)
+                    if following is None or following.batch != route.batch:
+                        break
+                    end += 1
+            if route is not None and route.batch is not None and end - start > 1:
+                await self._apply_run(session, route.batch, pending[start:end])
+            else:
+                for msg, event in pending[start:end]:
+                    with self._event_context(msg, event):
+                        await self._apply_one(session, msg, event)
+            start = end
+
+    @contextmanager
+    def _event_context(self, msg: ConsumerRecord[bytes, bytes], event: CloudEvent) -> Iterator[None]:
+        """The event's id in the logs and its trace span (continuing the producer's trace)."""
+        token = event_id_var.set(event.id)
+        attributes: dict[str, str | int] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": msg.topic,
+            "messaging.consumer.group.name": self.group_id,
+            "messaging.kafka.offset": msg.offset,
+            "messaging.message.id": event.id,
+            "cloudevents.event_type": event.type,
+        }
+        try:
+            with traced(
+                f"process {msg.topic}", decode_headers(msg.headers), kind=SpanKind.CONSUMER, attributes=attributes
+            ):
+                yield
+        finally:
+            event_id_var.reset(token)
+
+    async def _apply_run(
+        self,
+        session: AsyncSession,
+        batch: BatchHandler,
+        run: list[tuple[ConsumerRecord[bytes, bytes], CloudEvent]],
+    ) -> None:
+        """Validate each event of the run (the invalid ones dead-lettered alone), apply the valid ones
+        in one call in one savepoint; if that fails, apply them one at a time as :meth:`_apply_one`."""
+        valid: list[tuple[ConsumerRecord[bytes, bytes], CloudEvent, Any, Route]] = []
+        for msg, event in run:
+            route = self.router.match(event.type)
+            if route is None:  # not possible in a run; kept for the type checker
+                continue
+            with self._event_context(msg, event):
+                ok, data = await self._validate(session, msg, event, route)
+            if ok:
+                valid.append((msg, event, data, route))
+        if not valid:
+            return
+        try:
+            async with session.begin_nested():
+                await batch(session, [(event, data) for _, event, data, _ in valid])
+        except Exception as exc:
+            if _is_infrastructure(exc):
+                raise
+            log.warning(
+                "batch handler failed; applying its events one at a time",
+                extra={"events": len(valid), "error": type(exc).__name__, "group": self.group_id},
+            )
+            for msg, event, data, route in valid:
+                with self._event_context(msg, event):
+                    await self._handle(session, msg, event, route.handler, data)
+            return
+        for msg, event, _, _ in valid:
+            CONSUMED.labels(topic=msg.topic, type=event.type, outcome="applied").inc()
 
     async def _apply_one(self, session: AsyncSession, msg: ConsumerRecord[bytes, bytes], event: CloudEvent) -> None:
         route = self.router.match(event.type)
         if route is None:
             CONSUMED.labels(topic=msg.topic, type=event.type, outcome="ignored").inc()
             return
-        data: Any = event
-        if route.model is not None:
-            try:
-                data = route.model.model_validate(event.data)
-            except ValidationError as exc:
-                reason = "invalid data: " + summarize_validation_error(exc, ("data",))
-                await self._dead_letter(session, msg, "invalid_data", reason, event.type)
-                return
-            account_id = getattr(data, "account_id", None)
-            if account_id is not None and event.subject is not None and event.subject != account_id:
-                await self._dead_letter(
-                    session, msg, "invalid_data", "subject differs from data.account_id", event.type
-                )
-                return
+        ok, data = await self._validate(session, msg, event, route)
+        if ok:
+            await self._handle(session, msg, event, route.handler, data)
+
+    async def _validate(
+        self, session: AsyncSession, msg: ConsumerRecord[bytes, bytes], event: CloudEvent, route: Route
+    ) -> tuple[bool, Any]:
+        """The event's data as the route's model (the event itself without one); invalid: dead-lettered."""
+        if route.model is None:
+            return True, event
+        try:
+            data = route.model.model_validate(event.data)
+        except ValidationError as exc:
+            reason = "invalid data: " + summarize_validation_error(exc, ("data",))
+            await self._dead_letter(session, msg, "invalid_data", reason, event.type)
+            return False, None
+        account_id = getattr(data, "account_id", None)
+        if account_id is not None and event.subject is not None and event.subject != account_id:
+            await self._dead_letter(session, msg, "invalid_data", "subject differs from data.account_id", event.type)
+            return False, None
+        return True, data
+
+    async def _handle(
+        self, session: AsyncSession, msg: ConsumerRecord[bytes, bytes], event: CloudEvent, handler: Handler, data: Any
+    ) -> None:
+        """Run the handler in a savepoint; retry a bounded number of times, then dead-letter."""
         for attempt in range(self.max_retries + 1):
             try:
                 async with session.begin_nested():
-                    await route.handler(session, event, data)
+                    await handler(session, event, data)
                 CONSUMED.labels(topic=msg.topic, type=event.type, outcome="applied").inc()
                 return
             except PermanentError as exc:

@@ -1,4 +1,4 @@
-"""ar.ledger.v1 and collections.events.v1 → the ledger service, one route per type."""
+"""ar.ledger.v1 and collections.events.v1 → the ledger service, in runs of consecutive events."""
 
 from __future__ import annotations
 
@@ -22,17 +22,16 @@ CASE_FEATURE_TYPES = (
 
 
 def ledger_router(service: LedgerService) -> EventRouter:
+    """Every run of consecutive ledger events in a partition batch is applied in one call."""
     router = EventRouter()
-    for event_type, model in LEDGER_MODELS.items():
-        router.add(event_type, model, service.apply)
+    router.add_batch(dict(LEDGER_MODELS), service.apply_many)
     return router
 
 
 def collections_router(service: LedgerService) -> EventRouter:
-    async def handle(session: AsyncSession, event: CloudEvent, data: Any) -> None:
-        await service.apply_case_event(session, event, data)
+    async def handle(session: AsyncSession, items: list[tuple[CloudEvent, Any]]) -> None:
+        await service.apply_case_events(session, items)
 
     router = EventRouter()
-    for event_type in CASE_FEATURE_TYPES:
-        router.add(event_type, CaseEvent, handle)
+    router.add_batch(dict.fromkeys(CASE_FEATURE_TYPES, CaseEvent), handle)
     return router

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -12,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_scoring.ledger.compute import Documents
-from arrears_scoring.ledger.documents import DocRow, Row, from_rows
+from arrears_scoring.ledger.documents import DocRow, Row, from_rows, wins
 from arrears_scoring.models import account_balances, accounts, dirty_accounts, documents, open_items
 from arrears_shared.events.v1 import AccountUpdated, Customer
 
@@ -34,6 +35,30 @@ class SavedState:
     payload: dict[str, Any] | None = None  # update dumped as JSON, when the caller has it already
 
 
+def _unnest_docs(prefix: str) -> str:
+    """The documents of one array set, in the order given (fixed names; every value is bound)."""
+    return (
+        f"SELECT a, k, d, r, j::jsonb, t, e FROM unnest(CAST(:{prefix}_account AS text[]), "  # noqa: S608
+        f"CAST(:{prefix}_kind AS text[]), CAST(:{prefix}_doc AS text[]), CAST(:{prefix}_ref AS text[]), "
+        f"CAST(:{prefix}_data AS text[]), CAST(:{prefix}_at AS timestamptz[]), CAST(:{prefix}_event AS text[])) "
+        "WITH ORDINALITY AS u(a, k, d, r, j, t, e, n) ORDER BY n"
+    )
+
+
+_DOC_COLUMNS = "(account_id, kind, doc_id, ref_id, data, at, event_id)"
+# First-wins and newest-wins documents never share a key (the kind decides), so the two inserts of
+# one statement cannot meet; the dirty marks go in account order (no lock-order deadlocks).
+_STORE_MANY = text(
+    f"WITH first_wins AS (INSERT INTO {documents.fullname} {_DOC_COLUMNS} {_unnest_docs('f')} "
+    "ON CONFLICT DO NOTHING), "
+    f"newest_wins AS (INSERT INTO {documents.fullname} AS old {_DOC_COLUMNS} {_unnest_docs('n')} "
+    "ON CONFLICT (account_id, kind, doc_id) DO UPDATE SET data = EXCLUDED.data, at = EXCLUDED.at, "
+    "event_id = EXCLUDED.event_id "
+    "WHERE (old.at, coalesce(old.event_id, '')) <= (EXCLUDED.at, EXCLUDED.event_id)) "
+    f"INSERT INTO {dirty_accounts.fullname} (account_id, since) "
+    "SELECT unnest(CAST(:accounts AS text[])), CAST(:since AS timestamptz) ON CONFLICT DO NOTHING"
+)
+
 COLUMNS = (documents.c.kind, documents.c.doc_id, documents.c.ref_id, documents.c.data, documents.c.at)
 
 
@@ -51,6 +76,38 @@ class LedgerRepository:
         for n, row in enumerate(rows):
             final = final.add_cte(self._put_stmt(account_id, row, event_id).cte(f"doc{n}"))
         await session.execute(final)
+
+    async def store_many(
+        self, session: AsyncSession, entries: Sequence[tuple[str, Sequence[DocRow], str]], at: datetime
+    ) -> None:
+        """Store the documents of many events, given in order as (account id, rows, event id), and
+        mark their accounts changed, in one statement whatever the number (arrays unnested, so its
+        text and plan are the same each time). The outcome is that of :meth:`store` event by event:
+        first-wins documents keep the first copy (inserted in order), and of the newest-wins copies
+        of one key only the winner is sent, as one statement may not update a row twice."""
+        if not entries:
+            return
+        first: list[tuple[str, DocRow, str]] = []
+        newest: dict[tuple[str, str, str], tuple[str, DocRow, str]] = {}
+        for account_id, rows, event_id in entries:
+            for row in rows:
+                if not row.newest_wins:
+                    first.append((account_id, row, event_id))
+                    continue
+                key = (account_id, row.kind, row.doc_id)
+                held = newest.get(key)
+                if held is None or wins(row, event_id, held[1], held[2]):
+                    newest[key] = (account_id, row, event_id)
+        params: dict[str, Any] = {"accounts": sorted({account_id for account_id, _, _ in entries}), "since": at}
+        for prefix, docs in (("f", first), ("n", list(newest.values()))):
+            params[f"{prefix}_account"] = [d[0] for d in docs]
+            params[f"{prefix}_kind"] = [d[1].kind for d in docs]
+            params[f"{prefix}_doc"] = [d[1].doc_id for d in docs]
+            params[f"{prefix}_ref"] = [d[1].ref_id for d in docs]
+            params[f"{prefix}_data"] = [json.dumps(d[1].data, separators=(",", ":")) for d in docs]
+            params[f"{prefix}_at"] = [d[1].at for d in docs]
+            params[f"{prefix}_event"] = [d[2] for d in docs]
+        await session.execute(_STORE_MANY, params)
 
     async def put(self, session: AsyncSession, account_id: str, row: DocRow, event_id: str) -> None:
         """Store one document; a redelivered or older copy changes nothing (see documents.wins)."""

@@ -135,6 +135,21 @@ class LedgerService:
             session, account_id, ledger_rows(event.id, event.time, data), event.id, self.clock.now()
         )
 
+    async def apply_many(self, session: AsyncSession, items: list[tuple[CloudEvent, Any]]) -> None:
+        """Many canonical ledger events, in order: all their documents stored and their accounts
+        marked changed in one round trip (see :meth:`LedgerRepository.store_many`)."""
+        entries = [(data.account_id, ledger_rows(event.id, event.time, data), event.id) for event, data in items]
+        await self.repository.store_many(session, entries, self.clock.now())
+
+    async def apply_case_events(self, session: AsyncSession, items: list[tuple[CloudEvent, CaseEvent]]) -> None:
+        """Many collections events, in order, as :meth:`apply_case_event` each, in one round trip."""
+        entries = [
+            (data.account_id, rows, event.id)
+            for event, data in items
+            if (rows := case_rows(event.id, event.type, event.time, data))
+        ]
+        await self.repository.store_many(session, entries, self.clock.now())
+
     async def apply_case_event(self, session: AsyncSession, event: CloudEvent, data: CaseEvent) -> None:
         """A collections event: disputes and promises are risk features; the rest is ignored."""
         rows = case_rows(event.id, event.type, event.time, data)
