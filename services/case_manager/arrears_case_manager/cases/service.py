@@ -31,6 +31,7 @@ from arrears_shared.events.envelope import new_event
 from arrears_shared.events.v1 import (
     AccountUpdated,
     CaseEvent,
+    Customer,
     DeliveryUpdated,
     NotificationRequested,
     Recipient,
@@ -614,13 +615,7 @@ class CaseService:
         self, session: AsyncSession, case_id: str, level: Level, channel: str, account: AccountUpdated, now: datetime
     ) -> None:
         customer = account.customer
-        reason: str | None = None
-        if customer is None:
-            reason = "no customer record"
-        elif channel == "email" and not (customer.email and customer.consent.email):
-            reason = "no email address with consent"
-        elif channel == "sms" and not (customer.phone and customer.consent.sms):
-            reason = "no phone number with SMS consent"
+        reason = _unreachable(customer, channel)
         if reason is not None or customer is None:
             await self.repo.add_timeline(
                 session,
@@ -633,20 +628,47 @@ class CaseService:
             return
         # One per level and channel for the debt whose age reached it (a payment that leaves a younger
         # debt lets the level fire again for that debt; a replay of the same one is deduplicated).
-        notification_id = f"{case_id}:{level.name}:{account.oldest_due_date}:{channel}"
+        await self._send(
+            session,
+            account,
+            customer,
+            channel,
+            notification_id=f"{case_id}:{level.name}:{account.oldest_due_date}:{channel}",
+            case_id=case_id,
+            template=level.template,
+            variables=self.variables(case_id, level, account, now),
+            timeline={"level": level.name},
+            now=now,
+        )
+
+    async def _send(
+        self,
+        session: AsyncSession,
+        account: AccountUpdated,
+        customer: Customer,
+        channel: str,
+        *,
+        notification_id: str,
+        case_id: str,
+        template: str,
+        variables: dict[str, Any],
+        timeline: dict[str, Any],
+        now: datetime,
+    ) -> None:
+        """Request one notification through the outbox and note it on the case's timeline."""
         request = NotificationRequested(
             notification_id=notification_id,
             case_id=case_id,
             account_id=account.account_id,
             channel=channel,
-            template=level.template,
+            template=template,
             locale=customer.language,
             recipient=Recipient(
                 email=customer.email if channel == "email" else None,
                 phone=customer.phone if channel == "sms" else None,
                 timezone=customer.timezone,
             ),
-            variables=self.variables(case_id, level, account, now),
+            variables=variables,
             expires_at=now + self.notification_ttl,
         )
         await self.outbox.add(
@@ -667,12 +689,7 @@ class CaseService:
             now,
             "notification_requested",
             SYSTEM,
-            {
-                "notification_id": notification_id,
-                "channel": channel,
-                "template": level.template,
-                "level": level.name,
-            },
+            {"notification_id": notification_id, "channel": channel, "template": template, **timeline},
         )
 
     def variables(self, case_id: str, level: Level, account: AccountUpdated, now: datetime) -> dict[str, Any]:
@@ -726,46 +743,19 @@ class CaseService:
         """A written confirmation (promise, payment plan) or thank-you, on the policy's channels."""
         customer = account.customer
         for channel in self.policy.agreements.channels:
-            if customer is None or (channel == "email" and not (customer.email and customer.consent.email)):
+            if customer is None or _unreachable(customer, channel) is not None:
                 continue
-            if channel == "sms" and not (customer.phone and customer.consent.sms):
-                continue
-            notification_id = f"{case_id}:{kind}:{ref}:{channel}"
-            variables = {**self._base_variables(case_id, account, customer.language), "kind": kind, **extra}
-            request = NotificationRequested(
-                notification_id=notification_id,
+            await self._send(
+                session,
+                account,
+                customer,
+                channel,
+                notification_id=f"{case_id}:{kind}:{ref}:{channel}",
                 case_id=case_id,
-                account_id=account.account_id,
-                channel=channel,
                 template=template,
-                locale=customer.language,
-                recipient=Recipient(
-                    email=customer.email if channel == "email" else None,
-                    phone=customer.phone if channel == "sms" else None,
-                    timezone=customer.timezone,
-                ),
-                variables=variables,
-                expires_at=now + self.notification_ttl,
-            )
-            await self.outbox.add(
-                session,
-                NOTIFICATIONS,
-                new_event(
-                    type="collections.notification.requested",
-                    source=SOURCE,
-                    subject=account.account_id,
-                    data=request,
-                    time=now,
-                    id=notification_id,
-                ),
-            )
-            await self.repo.add_timeline(
-                session,
-                case_id,
-                now,
-                "notification_requested",
-                SYSTEM,
-                {"notification_id": notification_id, "channel": channel, "template": template, "kind": kind},
+                variables={**self._base_variables(case_id, account, customer.language), "kind": kind, **extra},
+                timeline={"kind": kind},
+                now=now,
             )
 
     async def _emit(
@@ -940,3 +930,14 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, str]:
         return datetime.fromisoformat(str(key)), str(case_id)
     except (ValueError, TypeError) as exc:
         raise PermanentError("cursor is not one this API handed out (or the sort changed)") from exc
+
+
+def _unreachable(customer: Customer | None, channel: str) -> str | None:
+    """Why ``customer`` may not be contacted on ``channel`` (no address, or no consent), or None."""
+    if customer is None:
+        return "no customer record"
+    if channel == "email" and not (customer.email and customer.consent.email):
+        return "no email address with consent"
+    if channel == "sms" and not (customer.phone and customer.consent.sms):
+        return "no phone number with SMS consent"
+    return None
