@@ -94,10 +94,52 @@ class _Infrastructure(Exception):
     """The database connection failed: retry the whole batch, do not dead-letter."""
 
 
-def _is_infrastructure(exc: BaseException) -> bool:
+def is_infrastructure(exc: BaseException) -> bool:
+    """The database connection failed: retry the batch later rather than dead-letter anything."""
     if isinstance(exc, OperationalError | InterfaceError):
         return True
     return bool(getattr(exc, "connection_invalidated", False))
+
+
+async def start_consumer(consumer: AIOKafkaConsumer, group_id: str, stopping: asyncio.Event) -> bool:
+    """Start ``consumer``, retrying with backoff while Kafka is unreachable; False if stopped first."""
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            await consumer.start()
+            return True
+        except KafkaError:
+            log.warning("kafka not reachable; retrying", extra={"group": group_id})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5)
+    return False
+
+
+async def dead_letter(
+    session: AsyncSession,
+    outbox: Outbox,
+    msg: ConsumerRecord[bytes, bytes],
+    *,
+    group_id: str,
+    kind: str,
+    reason: str,
+    event_type: str,
+) -> None:
+    """Send ``msg`` unchanged to the DLQ through the outbox, with headers naming where it came from and why."""
+    reason = redact(reason)[:1000]
+    headers = {
+        "dlq.original.topic": msg.topic,
+        "dlq.original.partition": str(msg.partition),
+        "dlq.original.offset": str(msg.offset),
+        "dlq.consumer.group": group_id,
+        "dlq.error.kind": kind,
+        "dlq.error": reason,
+    }
+    key = msg.key.decode(errors="replace") if msg.key is not None else None
+    await outbox.add_raw(session, DLQ, msg.value or b"", key=key, headers=headers)
+    DEAD_LETTERED.labels(topic=msg.topic, kind=kind).inc()
+    CONSUMED.labels(topic=msg.topic, type=event_type, outcome="dead_lettered").inc()
+    log.warning("dead-lettered", extra={"topic": msg.topic, "offset": msg.offset, "kind": kind, "reason": reason})
 
 
 class BatchConsumer:
@@ -130,16 +172,8 @@ class BatchConsumer:
         self._stopping.set()
 
     async def _start(self) -> None:
-        delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                await self.consumer.start()
-                self.started.set()
-                return
-            except KafkaError:
-                log.warning("kafka not reachable; retrying", extra={"group": self.group_id})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5)
+        if await start_consumer(self.consumer, self.group_id, self._stopping):
+            self.started.set()
 
     async def run(self) -> None:
         """Consume until :meth:`stop`; finish and commit the batch in hand, then leave the group."""
@@ -292,7 +326,7 @@ class BatchConsumer:
             async with session.begin_nested():
                 await batch(session, [(event, data) for _, event, data, _ in valid])
         except Exception as exc:
-            if _is_infrastructure(exc):
+            if is_infrastructure(exc):
                 raise
             log.warning(
                 "batch handler failed; applying its events one at a time",
@@ -346,7 +380,7 @@ class BatchConsumer:
                 await self._dead_letter(session, msg, "rejected", str(exc), event.type)
                 return
             except Exception as exc:
-                if _is_infrastructure(exc):
+                if is_infrastructure(exc):
                     raise
                 if attempt >= self.max_retries:
                     log.exception("handler failed after retries", extra={"event_type": event.type})
@@ -358,17 +392,6 @@ class BatchConsumer:
     async def _dead_letter(
         self, session: AsyncSession, msg: ConsumerRecord[bytes, bytes], kind: str, reason: str, event_type: str
     ) -> None:
-        reason = redact(reason)[:1000]
-        headers = {
-            "dlq.original.topic": msg.topic,
-            "dlq.original.partition": str(msg.partition),
-            "dlq.original.offset": str(msg.offset),
-            "dlq.consumer.group": self.group_id,
-            "dlq.error.kind": kind,
-            "dlq.error": reason,
-        }
-        key = msg.key.decode(errors="replace") if msg.key is not None else None
-        await self.outbox.add_raw(session, DLQ, msg.value or b"", key=key, headers=headers)
-        DEAD_LETTERED.labels(topic=msg.topic, kind=kind).inc()
-        CONSUMED.labels(topic=msg.topic, type=event_type, outcome="dead_lettered").inc()
-        log.warning("dead-lettered", extra={"topic": msg.topic, "offset": msg.offset, "kind": kind, "reason": reason})
+        await dead_letter(
+            session, self.outbox, msg, group_id=self.group_id, kind=kind, reason=reason, event_type=event_type
+        )

@@ -18,22 +18,14 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arrears_ingest.events.service import IngestService
-from arrears_shared.logs import redact
+from arrears_shared.messaging.consumer import dead_letter, is_infrastructure, start_consumer
 from arrears_shared.messaging.outbox import Outbox
-from arrears_shared.metrics import BATCH_SECONDS, CONSUMED, DEAD_LETTERED
-from arrears_shared.topics import DLQ
+from arrears_shared.metrics import BATCH_SECONDS, CONSUMED
 
 log = logging.getLogger(__name__)
-
-
-def _is_infrastructure(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    return bool(getattr(exc, "connection_invalidated", False))
 
 
 class InboundConsumer:
@@ -62,18 +54,9 @@ class InboundConsumer:
         self._stopping.set()
 
     async def run(self) -> None:
-        delay = 0.5
-        while not self._stopping.is_set():
-            try:
-                await self.consumer.start()
-                self.started.set()
-                break
-            except KafkaError:
-                log.warning("kafka not reachable; retrying", extra={"group": self.group_id})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5)
-        if not self.started.is_set():
+        if not await start_consumer(self.consumer, self.group_id, self._stopping):
             return
+        self.started.set()
         backoff = 0.5
         try:
             while not self._stopping.is_set():
@@ -115,7 +98,7 @@ class InboundConsumer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if _is_infrastructure(exc) or len(msgs) == 1:
+            if is_infrastructure(exc) or len(msgs) == 1:
                 log.exception("inbound batch failed; will retry", extra={"group": self.group_id})
                 return False
         # Not the database being away: one message the checks did not foresee. Judge each message on
@@ -128,7 +111,7 @@ class InboundConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if _is_infrastructure(exc):
+                if is_infrastructure(exc):
                     return False
                 log.exception("inbound message failed; dead-lettering it", extra={"offset": msg.offset})
                 try:
@@ -162,20 +145,9 @@ class InboundConsumer:
     async def _dead_letter(
         self, session: AsyncSession, msg: ConsumerRecord[bytes, bytes], kind: str, reason: str, event_type: str
     ) -> None:
-        reason = redact(reason)[:1000]
-        headers = {
-            "dlq.original.topic": msg.topic,
-            "dlq.original.partition": str(msg.partition),
-            "dlq.original.offset": str(msg.offset),
-            "dlq.consumer.group": self.group_id,
-            "dlq.error.kind": kind,
-            "dlq.error": reason,
-        }
-        key = msg.key.decode(errors="replace") if msg.key is not None else None
-        await self.outbox.add_raw(session, DLQ, msg.value or b"", key=key, headers=headers)
-        DEAD_LETTERED.labels(topic=msg.topic, kind=kind).inc()
-        CONSUMED.labels(topic=msg.topic, type=event_type, outcome="dead_lettered").inc()
-        log.warning("dead-lettered", extra={"topic": msg.topic, "offset": msg.offset, "kind": kind, "reason": reason})
+        await dead_letter(
+            session, self.outbox, msg, group_id=self.group_id, kind=kind, reason=reason, event_type=event_type
+        )
 
 
 class InboundLoop:
