@@ -6,9 +6,6 @@ random bits, so a slow hash adds nothing); a lookup compares digests in constant
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -16,6 +13,7 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_case_manager.cases.repository import CaseRepository
+from arrears_shared import apikeys
 
 Scope = Literal["cases:read", "cases:write", "admin"]
 SCOPES: tuple[Scope, ...] = ("cases:read", "cases:write", "admin")
@@ -36,10 +34,6 @@ class Principal:
         return "admin" in self.scopes or scope in self.scopes
 
 
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 class KeyService:
     def __init__(self, repository: CaseRepository | None = None) -> None:
         self.repo = repository or CaseRepository()
@@ -49,31 +43,29 @@ class KeyService:
         bad = [s for s in scopes if s not in SCOPES]
         if bad or not scopes:
             raise ValueError(f"scopes must be some of {', '.join(SCOPES)}")
-        key_id = secrets.token_hex(6)
-        secret = secrets.token_urlsafe(32)
+        key = apikeys.mint(PREFIX, 6)
         await self.repo.add_key(
             session,
             {
-                "key_id": key_id,
+                "key_id": key.key_id,
                 "name": name,
-                "secret_hash": _digest(secret),
+                "secret_hash": key.secret_hash,
                 "scopes": sorted(set(scopes)),
                 "created_at": now,
             },
         )
-        return key_id, f"{PREFIX}{key_id}_{secret}"
+        return key.key_id, key.token
 
     async def revoke(self, session: AsyncSession, key_id: str, now: datetime) -> bool:
         """Revoke a key at once; False if there is no such active key."""
         return await self.repo.revoke_key(session, key_id, now)
 
     async def authenticate(self, session: AsyncSession, token: str) -> Principal | None:
-        if not token.startswith(PREFIX):
+        parsed = apikeys.parse(token, PREFIX)
+        if parsed is None:
             return None
-        key_id, sep, secret = token[len(PREFIX) :].partition("_")
-        if not sep or not key_id or not secret:
-            return None
+        key_id, secret = parsed
         row = await self.repo.key(session, key_id)
-        if row is None or not hmac.compare_digest(row.secret_hash, _digest(secret)):
+        if row is None or not apikeys.secret_matches(row.secret_hash, secret):
             return None
         return Principal(key_id=key_id, scopes=frozenset(row.scopes))

@@ -20,6 +20,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_ingest.auth.repository import ApiKeyRepository
+from arrears_shared import apikeys
 
 PREFIX = "ark_"
 
@@ -42,10 +43,6 @@ class CreatedKey:
     signing_secret: str | None
 
 
-def _sha256(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def sign(secret: str, timestamp: int, body: bytes) -> str:
     """The ``X-Arrears-Signature`` header value for ``body`` at ``timestamp`` (senders and tests)."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
@@ -53,12 +50,10 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def _parse_key(api_key: str) -> tuple[str, str]:
-    if not api_key.startswith(PREFIX):
+    parsed = apikeys.parse(api_key, PREFIX)
+    if parsed is None:
         raise AuthError("malformed API key")
-    key_id, sep, secret = api_key[len(PREFIX) :].partition("_")
-    if not sep or not key_id or not secret:
-        raise AuthError("malformed API key")
-    return key_id, secret
+    return parsed
 
 
 def _check_signature(secret: str, header: str | None, body: bytes, now: datetime, tolerance: int) -> None:
@@ -82,19 +77,18 @@ class ApiKeyService:
         self.repository = repository or ApiKeyRepository()
 
     async def create(self, session: AsyncSession, *, source: str, name: str, signing: bool, at: datetime) -> CreatedKey:
-        key_id = secrets.token_hex(8)
-        secret = secrets.token_urlsafe(32)
+        key = apikeys.mint(PREFIX, 8)
         signing_secret = secrets.token_urlsafe(32) if signing else None
         await self.repository.add(
             session,
-            key_id=key_id,
+            key_id=key.key_id,
             source=source,
             name=name,
-            secret_sha256=_sha256(secret),
+            secret_sha256=key.secret_hash,
             signing_secret=signing_secret,
             at=at,
         )
-        return CreatedKey(key_id, source, f"{PREFIX}{key_id}_{secret}", signing_secret)
+        return CreatedKey(key.key_id, source, key.token, signing_secret)
 
     async def revoke(self, session: AsyncSession, key_id: str, at: datetime) -> bool:
         return await self.repository.revoke(session, key_id, at)
@@ -133,7 +127,7 @@ class ApiKeyService:
         row = await self.repository.get(session, key_id)
         if row is None or row.revoked_at is not None:
             raise AuthError("unknown or revoked API key")
-        if secret is not None and not hmac.compare_digest(_sha256(secret), str(row.secret_sha256)):
+        if secret is not None and not apikeys.secret_matches(str(row.secret_sha256), secret):
             raise AuthError("unknown or revoked API key")
         if row.signing_secret is not None:
             _check_signature(str(row.signing_secret), signature, body, now, tolerance)
