@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, literal, select, text, tuple_, update
+from sqlalchemy import Row, Select, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -120,6 +120,36 @@ class CaseRepository:
         limit: int,
     ) -> list[Row[Any]]:
         """The worklist: keyset pagination on (priority, case_id) descending or (opened_at, case_id) ascending."""
+        stmt = self.worklist_statement(
+            statuses=statuses,
+            stage=stage,
+            tier=tier,
+            assignee=assignee,
+            currency=currency,
+            min_amount_minor=min_amount_minor,
+            sort=sort,
+            after=after,
+            limit=limit,
+        )
+        return list(await session.execute(stmt))
+
+    @staticmethod
+    def worklist_statement(
+        *,
+        statuses: list[str],
+        stage: str | None,
+        tier: str | None,
+        assignee: str | None,
+        currency: str | None,
+        min_amount_minor: int | None,
+        sort: str,
+        after: tuple[int | str, str] | None,
+        limit: int,
+    ) -> Select[Any]:
+        """The worklist page's query. Every shape is an index range scan in the sort's order (migration
+        0003): the active cases' (sort key, case_id, tier, stage, currency, assignee, overdue_minor)
+        indexes evaluate the equality and minimum-amount filters on the index entries, so a page reads
+        only the matching rows from the table; a single status has its own (status, sort key) indexes."""
         stmt = select(cases).where(cases.c.status.in_(statuses))
         if stage:
             stmt = stmt.where(cases.c.stage == stage)
@@ -143,7 +173,7 @@ class CaseRepository:
                     tuple_(cases.c.opened_at, cases.c.case_id) > tuple_(literal(after[0]), literal(after[1]))
                 )
             stmt = stmt.order_by(cases.c.opened_at, cases.c.case_id)
-        return list(await session.execute(stmt.limit(limit)))
+        return stmt.limit(limit)
 
     async def fees_assessed(self, session: AsyncSession, case_id: str) -> set[tuple[str, str]]:
         rows = await session.execute(
