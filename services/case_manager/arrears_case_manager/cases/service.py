@@ -848,7 +848,7 @@ class CaseService:
         days ending today). Per currency, never converted: with B the receivables at the close of the day
         before ``first``, S the credit sales (invoices issued) in the period, E and C the total and the
         not-yet-due receivables at the close of ``last``, and N the period's days:
-        DSO = E / S x N days; CEI = (B + S - E) / (B + S - C) x 100 (null when a divisor is 0)."""
+        DSO = E / S x N days; CEI = (B + S - E) / (B + S - C) x 100 (null when a divisor is not positive)."""
         last = last or self.clock.now().astimezone(UTC).date()
         first = first or last - timedelta(days=KPI_DEFAULT_DAYS - 1)
         if first > last:
