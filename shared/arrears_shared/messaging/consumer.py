@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from arrears_shared.logs import event_id_var, redact
 from arrears_shared.messaging.outbox import Outbox, decode_headers
 from arrears_shared.metrics import BATCH_SECONDS, CONSUMED, CONSUMER_LAG, DEAD_LETTERED, RETRIES
 from arrears_shared.topics import DLQ
-from arrears_shared.tracing import traced
+from arrears_shared.tracing import traced, tracing_enabled
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,21 @@ class EventRouter:
 
     def match(self, event_type: str) -> Route | None:
         return self.routes.get(event_type, self.fallback)
+
+
+def _valid_data(event: CloudEvent, route: Route) -> Any | None:
+    """The event's data as the route's model when it is valid (as :meth:`BatchConsumer._validate`
+    would accept it), else None; dead-lettering is left to ``_validate``."""
+    if route.model is None:
+        return event
+    try:
+        data = route.model.model_validate(event.data)
+    except ValidationError:
+        return None
+    account_id = getattr(data, "account_id", None)
+    if account_id is not None and event.subject is not None and event.subject != account_id:
+        return None
+    return data
 
 
 class _Infrastructure(Exception):
@@ -312,10 +328,18 @@ class BatchConsumer:
         """Validate each event of the run (the invalid ones dead-lettered alone), apply the valid ones
         in one call in one savepoint; if that fails, apply them one at a time as :meth:`_apply_one`."""
         valid: list[tuple[ConsumerRecord[bytes, bytes], CloudEvent, Any, Route]] = []
+        spans = tracing_enabled()
         for msg, event in run:
             route = self.router.match(event.type)
             if route is None:  # not possible in a run; kept for the type checker
                 continue
+            if not spans:
+                # Without tracing the event's context only matters if it is dead-lettered: the
+                # valid majority skips building it (the invalid ones go through _validate below).
+                data = _valid_data(event, route)
+                if data is not None:
+                    valid.append((msg, event, data, route))
+                    continue
             with self._event_context(msg, event):
                 ok, data = await self._validate(session, msg, event, route)
             if ok:
@@ -336,8 +360,9 @@ class BatchConsumer:
                 with self._event_context(msg, event):
                     await self._handle(session, msg, event, route.handler, data)
             return
-        for msg, event, _, _ in valid:
-            CONSUMED.labels(topic=msg.topic, type=event.type, outcome="applied").inc()
+        applied = Counter((msg.topic, event.type) for msg, event, _, _ in valid)
+        for (topic, event_type), count in applied.items():
+            CONSUMED.labels(topic=topic, type=event_type, outcome="applied").inc(count)
 
     async def _apply_one(self, session: AsyncSession, msg: ConsumerRecord[bytes, bytes], event: CloudEvent) -> None:
         route = self.router.match(event.type)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, func, insert, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -104,7 +104,7 @@ class LedgerRepository:
             params[f"{prefix}_kind"] = [d[1].kind for d in docs]
             params[f"{prefix}_doc"] = [d[1].doc_id for d in docs]
             params[f"{prefix}_ref"] = [d[1].ref_id for d in docs]
-            params[f"{prefix}_data"] = [json.dumps(d[1].data, separators=(",", ":")) for d in docs]
+            params[f"{prefix}_data"] = [orjson.dumps(d[1].data).decode() for d in docs]
             params[f"{prefix}_at"] = [d[1].at for d in docs]
             params[f"{prefix}_event"] = [d[2] for d in docs]
         await session.execute(_STORE_MANY, params)
