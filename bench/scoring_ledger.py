@@ -144,6 +144,8 @@ def spawn(
     env = dict(os.environ, ARREARS_DATABASE_URL=url, ARREARS_KAFKA_BOOTSTRAP_SERVERS=bootstrap)
     if args.publish_seconds is not None:
         env["ARREARS_SCORING_PUBLISH_SECONDS"] = str(args.publish_seconds)
+    if args.consumer_only:
+        env["ARREARS_SCORING_PUBLISH_SECONDS"] = "3600"
     if args.batch is not None:
         env["ARREARS_KAFKA_CONSUMER_BATCH"] = str(args.batch)
     workers: list[subprocess.Popen[bytes]] = []
@@ -204,7 +206,7 @@ async def drive(
         async with sessionmaker() as session:
             first_at: datetime = await session.scalar(text("SELECT min(processed_at) FROM scoring.inbox"))
         steady = last - first_at.timestamp()
-        dirty = 1
+        dirty = 0 if args.consumer_only else 1
         while dirty:
             await asyncio.sleep(0.1)
             for i, p in enumerate(procs):
@@ -256,6 +258,11 @@ def main() -> None:
     parser.add_argument("--per-account", type=int, default=10)
     parser.add_argument("--replicas", type=int, default=1, help="scoring worker processes in the group")
     parser.add_argument("--publish-seconds", type=float, default=None, help="ARREARS_SCORING_PUBLISH_SECONDS")
+    parser.add_argument(
+        "--consumer-only",
+        action="store_true",
+        help="measure the consumer alone: the account publisher waits an hour (publishes only on stop)",
+    )
     parser.add_argument("--batch", type=int, default=None, help="ARREARS_KAFKA_CONSUMER_BATCH")
     parser.add_argument("--profile-dir", default=None, help="write a cProfile of each replica here")
     parser.add_argument("--py-spy-dir", default=None, help="sample each replica with py-spy (installed apart)")
