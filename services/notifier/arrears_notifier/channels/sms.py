@@ -62,8 +62,10 @@ class TwilioSmsChannel(Channel):
         self._idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
         for client in self._clients:
             self._idle.put_nowait(client)
-        # For lookups (rare: recovery only) and anything else that is not a send.
-        self.client = self._clients[0]
+        # For lookups (rare: recovery only), so that they never wait for a send's connection.
+        self.client = httpx.AsyncClient(
+            auth=(account_sid, auth_token), timeout=timeout, limits=httpx.Limits(max_connections=2)
+        )
 
     async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
         form = {"To": message.to, "From": self.sender, "Body": message.text}
@@ -118,5 +120,5 @@ class TwilioSmsChannel(Channel):
         return None
 
     async def close(self) -> None:
-        for client in self._clients:
+        for client in (*self._clients, self.client):
             await client.aclose()
