@@ -2,17 +2,24 @@
 provider, through the real dispatch path (claim with SKIP LOCKED, contact rules, sending committed
 before each provider call, outcome and delivery event recorded after it) on a real PostgreSQL.
 
-    python -m bench.notifier [--emails 3000] [--sms 5000] [--concurrency 100] [--smtp-pool 8]
+    python -m bench.notifier [--emails 3000] [--sms 5000] [--concurrency 64] [--smtp-pool 8]
+                             [--sms-connections 16] [--processes 1] [--profile DIR]
 
 The sinks run as their own processes (aiosmtpd storing .eml files; the uvicorn SMS sink appending
 to a JSONL file), as in `arrears up`. The database is $DATABASE_URL's server or an embedded
-PostgreSQL. Prints messages/s per channel and the benchmark process's peak RSS.
+PostgreSQL. ``--processes N`` runs N dispatcher processes on the same table, as N replicas would
+(the claim is safe across them). Prints messages/s per channel, the CPU time per message of the
+notifier processes, of each sink and (embedded only) of PostgreSQL, the load average beside each
+figure, and the peak RSS of the notifier processes. ``--profile DIR`` writes a cProfile file per
+dispatcher process and channel.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import multiprocessing
 import os
 import resource
 import subprocess
@@ -20,10 +27,13 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import func, insert, select
 
 from arrears_dev.stack import (
@@ -82,14 +92,26 @@ def rows(channel: str, n: int, now: datetime) -> list[dict[str, Any]]:
     return out
 
 
-async def run_channel(url: str, ports: StackPorts, channel: str, n: int, concurrency: int, pool: int) -> float:
+@dataclass(frozen=True)
+class Job:
+    url: str
+    smtp_port: int
+    sms_port: int
+    concurrency: int
+    pool: int
+    sms_connections: int
+    profile: str | None
+
+
+async def dispatch(job: Job) -> None:
     settings = NotifierSettings(
-        database_url=url,
-        ARREARS_SMTP_PORT=ports.smtp,
-        ARREARS_SMS_API_BASE=f"http://127.0.0.1:{ports.sms}",
-        ARREARS_SMTP_POOL_SIZE=pool,
+        database_url=job.url,
+        ARREARS_SMTP_PORT=job.smtp_port,
+        ARREARS_SMS_API_BASE=f"http://127.0.0.1:{job.sms_port}",
+        ARREARS_SMTP_POOL_SIZE=job.pool,
+        ARREARS_SMS_MAX_CONNECTIONS=job.sms_connections,
     )
-    engine = make_engine(async_database_url(url), pool_size=concurrency + 5)
+    engine = make_engine(async_database_url(job.url), pool_size=job.concurrency + 5)
     sessionmaker = make_sessionmaker(engine)
     channels = build_channels(settings)
     service = DeliveryService(
@@ -101,33 +123,129 @@ async def run_channel(url: str, ports: StackPorts, channel: str, n: int, concurr
         signer=LinkSigner("bench"),
         public_base_url="http://127.0.0.1:8004",
     )
-    dispatcher = Dispatcher(service, sessionmaker, concurrency=concurrency, poll_seconds=0.05)
-    batch = rows(channel, n, datetime.now(UTC))
-    async with sessionmaker() as session, session.begin():
-        for i in range(0, n, 1000):
-            await session.execute(insert(notifications), batch[i : i + 1000])
-    start = time.perf_counter()
+    dispatcher = Dispatcher(service, sessionmaker, concurrency=job.concurrency, poll_seconds=0.05)
     await dispatcher.run(until_idle=True)
-    elapsed = time.perf_counter() - start
-    async with sessionmaker() as session:
-        sent = await session.scalar(
-            select(func.count()).where(notifications.c.channel == channel, notifications.c.status == "sent")
-        )
     for ch in channels.values():
         await ch.close()
     await engine.dispose()
+
+
+def worker(job: Job, index: int, channel: str, go: EventType, results: Any) -> None:
+    """One dispatcher process: waits for ``go`` (so that start-up is not measured), runs until
+    nothing is due, and reports its CPU time and peak RSS."""
+    go.wait()
+    cpu0 = time.process_time()
+    profiler = cProfile.Profile() if job.profile else None
+    if profiler is not None:
+        profiler.enable()
+    asyncio.run(dispatch(job))
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(str(Path(job.profile or ".") / f"notifier-{channel}-{index}.prof"))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results.put((index, time.process_time() - cpu0, rss, time.perf_counter()))
+
+
+def cpu_seconds(proc: psutil.Process | None) -> float:
+    """CPU time of ``proc`` and of its children, waited-for (exited) ones included."""
+    if proc is None:
+        return 0.0
+    try:
+        t = proc.cpu_times()
+        total = t.user + t.system + t.children_user + t.children_system
+        for child in proc.children(recursive=True):
+            try:
+                c = child.cpu_times()
+                total += c.user + c.system
+            except psutil.Error:
+                pass
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+def postmaster(pg: EmbeddedPostgres | None) -> psutil.Process | None:
+    if pg is None:
+        return None
+    pidfile = pg.pgdata / "postmaster.pid"
+    try:
+        return psutil.Process(int(pidfile.read_text().split()[0]))
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+@dataclass
+class Figures:
+    rate: float
+    notifier_cpu_ms: float
+    sink_cpu_ms: float
+    db_cpu_ms: float
+    rss_mb: float
+    load: tuple[float, float, float]
+
+
+def run_channel(
+    job: Job, channel: str, n: int, processes: int, sink: psutil.Process, db: psutil.Process | None
+) -> Figures:
+    async def insert_rows() -> None:
+        engine = make_engine(async_database_url(job.url), pool_size=2)
+        batch = rows(channel, n, datetime.now(UTC))
+        async with make_sessionmaker(engine)() as session, session.begin():
+            for i in range(0, n, 1000):
+                await session.execute(insert(notifications), batch[i : i + 1000])
+        await engine.dispose()
+
+    async def count_sent() -> int:
+        engine = make_engine(async_database_url(job.url), pool_size=2)
+        async with make_sessionmaker(engine)() as session:
+            sent = await session.scalar(
+                select(func.count()).where(notifications.c.channel == channel, notifications.c.status == "sent")
+            )
+        await engine.dispose()
+        return int(sent or 0)
+
+    asyncio.run(insert_rows())
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    results = ctx.Queue()
+    procs = [ctx.Process(target=worker, args=(job, i, channel, go, results)) for i in range(processes)]
+    for p in procs:
+        p.start()
+    time.sleep(3.0)  # imports and start-up, not measured
+    load = os.getloadavg()
+    sink0, db0 = cpu_seconds(sink), cpu_seconds(db)
+    start = time.perf_counter()
+    go.set()
+    reports = [results.get(timeout=600) for _ in procs]
+    elapsed = max(r[3] for r in reports) - start
+    sink1, db1 = cpu_seconds(sink), cpu_seconds(db)
+    for p in procs:
+        p.join(30)
+    sent = asyncio.run(count_sent())
     if sent != n:
         raise SystemExit(f"only {sent} of {n} {channel} messages were sent")
-    return n / elapsed
+    return Figures(
+        rate=n / elapsed,
+        notifier_cpu_ms=1000 * sum(r[1] for r in reports) / n,
+        sink_cpu_ms=1000 * (sink1 - sink0) / n,
+        db_cpu_ms=1000 * (db1 - db0) / n,
+        rss_mb=max(r[2] for r in reports),
+        load=load,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--emails", type=int, default=3000)
     parser.add_argument("--sms", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=64, help="dispatcher concurrency (bounded)")
-    parser.add_argument("--smtp-pool", type=int, default=8, help="SMTP connections")
+    parser.add_argument("--concurrency", type=int, default=64, help="dispatcher concurrency per process (bounded)")
+    parser.add_argument("--smtp-pool", type=int, default=8, help="SMTP connections per process")
+    parser.add_argument("--sms-connections", type=int, default=16, help="HTTP connections per process (SMS)")
+    parser.add_argument("--processes", type=int, default=1, help="dispatcher processes (replicas)")
+    parser.add_argument("--profile", type=Path, default=None, help="write cProfile files into this directory")
     args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["notifier"] else sys.argv[1:])
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="arrears-bench-") as tmp:
         var = Path(tmp)
@@ -149,18 +267,37 @@ def main() -> None:
         )
         ports = StackPorts(smtp=free_port(), sms=free_port())
         sinks = start_sinks(ports, var)
+        job = Job(
+            url,
+            ports.smtp,
+            ports.sms,
+            args.concurrency,
+            args.smtp_pool,
+            args.sms_connections,
+            str(args.profile) if args.profile else None,
+        )
         try:
-            load = os.getloadavg()
-            email_rate = asyncio.run(run_channel(url, ports, "email", args.emails, args.concurrency, args.smtp_pool))
-            sms_rate = asyncio.run(run_channel(url, ports, "sms", args.sms, args.concurrency, args.smtp_pool))
-            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (cpus: {os.cpu_count()})")
-            print(f"email: {args.emails} to the SMTP sink at {email_rate:,.0f}/s (pool {args.smtp_pool})")
-            print(f"sms:   {args.sms} to the HTTP provider at {sms_rate:,.0f}/s (concurrency {args.concurrency})")
-            print(f"peak RSS of the notifier process: {rss_mb:.0f} MB")
+            db = postmaster(pg)
+            smtp_sink, sms_sink = psutil.Process(sinks[0].pid), psutil.Process(sinks[1].pid)
+            out = []
+            if args.emails:
+                f = run_channel(job, "email", args.emails, args.processes, smtp_sink, db)
+                out.append(("email", args.emails, "SMTP sink", f))
+            if args.sms:
+                f = run_channel(job, "sms", args.sms, args.processes, sms_sink, db)
+                out.append(("sms", args.sms, "HTTP provider", f))
+            print(f"cpus: {os.cpu_count()}, dispatcher processes: {args.processes}")
+            for channel, n, where, f in out:
+                print(
+                    f"{channel:5}: {n} to the {where} at {f.rate:,.0f}/s "
+                    f"(load {f.load[0]:.2f} {f.load[1]:.2f} {f.load[2]:.2f}); CPU per message: "
+                    f"notifier {f.notifier_cpu_ms:.2f} ms, sink {f.sink_cpu_ms:.2f} ms, "
+                    f"PostgreSQL {f.db_cpu_ms:.2f} ms; peak RSS per notifier process {f.rss_mb:.0f} MB"
+                )
             print(
                 f"command: python -m bench.notifier --emails {args.emails} --sms {args.sms} "
-                f"--concurrency {args.concurrency} --smtp-pool {args.smtp_pool}"
+                f"--concurrency {args.concurrency} --smtp-pool {args.smtp_pool} "
+                f"--sms-connections {args.sms_connections} --processes {args.processes}"
             )
         finally:
             for proc in sinks:

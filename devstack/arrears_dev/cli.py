@@ -47,7 +47,7 @@ def up(detach: bool = typer.Option(False, "--detach", "-d", help="Start in the b
     if STATE.exists():
         typer.echo("Arrears seems to be running already (see `arrears status`; `arrears down` stops it).", err=True)
         raise typer.Exit(1)
-    ports = StackPorts()
+    ports = StackPorts(smtp_api=8027)
     VAR.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     pg: EmbeddedPostgres | None = None
@@ -62,7 +62,10 @@ def up(detach: bool = typer.Option(False, "--detach", "-d", help="Start in the b
             database_url = pg.start()
             typer.echo(f"database   embedded PostgreSQL on 127.0.0.1:{pg.port} (data in {VAR / 'postgres'})")
         procs.extend(start_sinks(ports, VAR))
-        typer.echo(f"smtp sink  127.0.0.1:{ports.smtp} (messages in {VAR / 'mail'})")
+        typer.echo(
+            f"smtp sink  127.0.0.1:{ports.smtp} (messages in {VAR / 'mail'}; "
+            f"search http://127.0.0.1:{ports.smtp_api}/api/v1/search?query=message-id:<id>)"
+        )
         typer.echo(f"sms sink   http://127.0.0.1:{ports.sms}/messages (Twilio-compatible API)")
         env = service_env(database_url, ports)
         migrate_all(env)

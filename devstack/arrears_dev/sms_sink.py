@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import secrets
 import threading
@@ -17,23 +18,32 @@ from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 
 def create_app(store: Path, auth_token: str | None = None) -> FastAPI:
     app = FastAPI(title="Arrears dev SMS sink")
     store.parent.mkdir(parents=True, exist_ok=True)
     lock = threading.Lock()
+    # One append handle, flushed after every message (before the 201), instead of an open per message.
+    out = store.open("a", encoding="utf-8")
 
-    def authorized(request: Request, sid: str) -> bool:
-        header = request.headers.get("authorization", "")
+    @functools.lru_cache(maxsize=64)
+    def authorized_header(header: str, sid: str) -> bool:
         if not header.startswith("Basic "):
             return False
-        user, _, token = base64.b64decode(header[6:]).decode().partition(":")
+        try:
+            user, _, token = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
         return user == sid and (auth_token is None or token == auth_token)
+
+    def authorized(request: Request, sid: str) -> bool:
+        return authorized_header(request.headers.get("authorization", ""), sid)
 
     @app.get("/2010-04-01/Accounts/{sid}/Messages.json")
     async def list_messages(sid: str, request: Request) -> JSONResponse:
@@ -51,11 +61,12 @@ def create_app(store: Path, auth_token: str | None = None) -> FastAPI:
         return JSONResponse({"messages": found, "next_page_uri": None, "page": 0, "page_size": len(found)})
 
     @app.post("/2010-04-01/Accounts/{sid}/Messages.json")
-    async def send(sid: str, request: Request) -> JSONResponse:
+    async def send(sid: str, request: Request) -> Response:
         if not authorized(request, sid):
             return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, status_code=401)
-        form = await request.form()
-        to, body = str(form.get("To", "")), str(form.get("Body", ""))
+        # Form-encoded (as Twilio's API takes it), parsed directly rather than through python-multipart.
+        form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        to, body = form.get("To", ""), form.get("Body", "")
         if not to.startswith("+") or not to[1:].isdigit():
             return JSONResponse({"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400}, status_code=400)
         if not body:
@@ -65,7 +76,7 @@ def create_app(store: Path, auth_token: str | None = None) -> FastAPI:
             "sid": "SM" + secrets.token_hex(16),
             "account_sid": sid,
             "to": to,
-            "from": str(form.get("From", "")),
+            "from": form.get("From", ""),
             "body": body,
             "status": "queued",
             "num_segments": "1",
@@ -81,9 +92,11 @@ def create_app(store: Path, auth_token: str | None = None) -> FastAPI:
             "uri": f"/2010-04-01/Accounts/{sid}/Messages.json",
             "status_callback": form.get("StatusCallback"),
         }
-        with lock, store.open("a") as fh:
-            fh.write(json.dumps(message) + "\n")
-        return JSONResponse(message, status_code=201)
+        line = json.dumps(message)
+        with lock:
+            out.write(line + "\n")
+            out.flush()
+        return Response(line, status_code=201, media_type="application/json")
 
     @app.get("/messages")
     async def messages() -> list[dict[str, Any]]:

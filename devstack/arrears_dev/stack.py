@@ -233,10 +233,12 @@ class StackPorts:
     scoring: int = 8002
     case_manager: int = 8003
     notifier: int = 8004
+    # The SMTP sink's Mailpit-compatible search API (the notifier's ARREARS_SMTP_LOOKUP_URL); 0: not served.
+    smtp_api: int = 0
 
     @classmethod
     def free(cls) -> StackPorts:
-        return cls(*(free_port() for _ in range(7)))
+        return cls(*(free_port() for _ in range(8)))
 
 
 def service_env(database_url: str, ports: StackPorts, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -258,6 +260,8 @@ def service_env(database_url: str, ports: StackPorts, extra: Mapping[str, str] |
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if ports.smtp_api:
+        env["ARREARS_SMTP_LOOKUP_URL"] = f"http://127.0.0.1:{ports.smtp_api}"
     env.pop("DATABASE_URL", None)
     env.update(extra or {})
     return env
@@ -279,8 +283,9 @@ def create_topics(bootstrap: str) -> list[str]:
 def start_sinks(ports: StackPorts, var: Path) -> list[subprocess.Popen[bytes]]:
     logs = var / "log"
     logs.mkdir(parents=True, exist_ok=True)
+    api = ["--api-port", str(ports.smtp_api)] if ports.smtp_api else []
     smtp = subprocess.Popen(
-        [sys.executable, "-m", "arrears_dev.smtp_sink", "--port", str(ports.smtp), "--dir", str(var / "mail")],
+        [sys.executable, "-m", "arrears_dev.smtp_sink", "--port", str(ports.smtp), "--dir", str(var / "mail"), *api],
         stdout=(logs / "smtp_sink.log").open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -301,6 +306,8 @@ def start_sinks(ports: StackPorts, var: Path) -> list[subprocess.Popen[bytes]]:
     )
     wait_for_port(ports.smtp, 30, smtp)
     wait_for_port(ports.sms, 30, sms)
+    if ports.smtp_api:
+        wait_for_port(ports.smtp_api, 30, smtp)
     return [smtp, sms]
 
 

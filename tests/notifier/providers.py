@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from arrears_dev.sms_sink import create_app as create_sms_app
 from arrears_dev.sms_sink import read_messages
+from arrears_dev.smtp_sink import StoreHandler, create_api
 from arrears_dev.stack import free_port, wait_for_port
 
 
@@ -58,6 +59,46 @@ def smtp_server() -> Iterator[tuple[int, RecordingHandler]]:
     try:
         yield port, handler
     finally:
+        controller.stop()
+
+
+@dataclass
+class MailSink:
+    """The dev SMTP sink (.eml files) with its Mailpit-compatible search API."""
+
+    smtp_port: int
+    api_url: str
+    directory: Path
+
+    def messages(self) -> list[EmailMessage]:
+        out = []
+        for path in sorted(self.directory.glob("*.eml")):
+            msg = message_from_bytes(path.read_bytes(), policy=default_policy)
+            assert isinstance(msg, EmailMessage)
+            out.append(msg)
+        return out
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages() if m["To"] == address]
+
+
+@contextmanager
+def mail_sink(directory: Path) -> Iterator[MailSink]:
+    handler = StoreHandler(directory)
+    port, api_port = free_port(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False)
+    controller.start()
+    server = uvicorn.Server(uvicorn.Config(create_api(handler), host="127.0.0.1", port=api_port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for_port(api_port, 30)
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield MailSink(port, f"http://127.0.0.1:{api_port}", directory)
+    finally:
+        server.should_exit = True
+        thread.join(10)
         controller.stop()
 
 

@@ -7,23 +7,27 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from arrears_dev.stack import free_port
 from arrears_notifier.channels.base import (
     AmbiguousSendError,
     Channel,
     Handover,
     Message,
+    OutcomeUnknown,
     SendResult,
     TransientSendError,
 )
 from arrears_notifier.channels.breaker import BreakingChannel, CircuitBreaker
-from arrears_notifier.channels.email import SmtpChannel
+from arrears_notifier.channels.email import SmtpChannel, message_id
 from arrears_notifier.channels.segments import measure
 from arrears_notifier.channels.sms import TwilioSmsChannel
 from arrears_notifier.deliveries.service import (
@@ -41,7 +45,7 @@ from arrears_shared.db import make_sessionmaker
 from arrears_shared.events.envelope import new_event
 from arrears_shared.events.v1 import CaseEvent, NotificationRequested
 from arrears_shared.messaging.outbox import Outbox
-from tests.notifier.providers import RecordingHandler, SmsProvider, sms_provider, smtp_server
+from tests.notifier.providers import RecordingHandler, SmsProvider, mail_sink, sms_provider, smtp_server
 from tests.test_e2e_flow import daytime_zone
 
 SID, TOKEN = "ACtest", "test-token"
@@ -562,3 +566,83 @@ async def test_concurrent_sends_share_the_sending_commit_and_the_outcome_commit(
         assert stored.status == "sent"
         assert stored.provider_message_id == f"SM{req.notification_id[-8:]}"
         assert [u["status"] for u in await reported(sessionmaker, req.notification_id)] == ["sent"]
+
+
+async def test_recovery_looks_an_email_up_by_message_id_when_a_lookup_api_is_configured(
+    sms: SmsProvider,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    clock = FixedClock(datetime.now(UTC).replace(microsecond=0))
+    with mail_sink(tmp_path / "mail") as sink:
+        email = SmtpChannel(
+            host="127.0.0.1", port=sink.smtp_port, sender="collections@arrears.test", lookup_url=sink.api_url
+        )
+        service = make_service(sink.smtp_port, sms, clock, channels={"email": email})
+        taken, lost = new_request("email"), new_request("email")
+        for req in (taken, lost):
+            await submit(service, sessionmaker, req)
+        async with sessionmaker() as session, session.begin():
+            claimed = await service.claim(session, 1000)
+            for r in claimed:
+                await service.repo.mark_sending(session, r.notification_id, clock.now())
+        by_id = {r.notification_id: r for r in claimed}
+        # The relay accepted ``taken`` and the process died before recording it; ``lost`` was
+        # marked sending but never reached the relay.
+        result = await email.send(service._message(by_id[taken.notification_id]))
+        assert result.provider_message_id == message_id(taken.notification_id)
+        clock.advance(timedelta(minutes=3))
+        async with sessionmaker() as session, session.begin():
+            await service.recover(session, timedelta(minutes=2))
+        stored = await row(sessionmaker, taken.notification_id)
+        assert stored.status == "sent"
+        assert stored.provider_message_id == message_id(taken.notification_id)
+        assert (await row(sessionmaker, lost.notification_id)).status == "pending"
+        await dispatch(service, sessionmaker)
+        await dispatch(service, sessionmaker)
+        assert (await row(sessionmaker, lost.notification_id)).status == "sent"
+        assert len(sink.to(str(taken.recipient.email))) == 1
+        resent = sink.to(str(lost.recipient.email))
+        assert len(resent) == 1
+        assert resent[0]["Message-ID"] == message_id(lost.notification_id)
+        assert [u["status"] for u in await reported(sessionmaker, taken.notification_id)] == ["sent"]
+        await email.close()
+
+
+async def test_the_mail_lookup_is_never_taken_for_an_answer_it_did_not_give(sms: SmsProvider, tmp_path: Path) -> None:
+    with mail_sink(tmp_path / "mail") as sink:
+        # No lookup URL: SMTP cannot be asked.
+        blind = SmtpChannel(host="127.0.0.1", port=sink.smtp_port, sender="collections@arrears.test")
+        msg = Message("N-1:overdue_7:email", "a@example.com", "Subject", "Text")
+        with pytest.raises(OutcomeUnknown):
+            await blind.lookup(msg, datetime.now(UTC))
+        # An API that cannot answer is a transient failure (recovery asks again), not "not found".
+        down = SmtpChannel(
+            host="127.0.0.1", port=sink.smtp_port, sender="c@arrears.test", lookup_url=f"http://127.0.0.1:{free_port()}"
+        )
+        with pytest.raises(TransientSendError):
+            await down.lookup(msg, datetime.now(UTC))
+        await down.close()
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"{sink.api_url}/api/v1/search", params={"query": "subject:invoice"})
+        assert response.status_code == 400
+        asking = SmtpChannel(
+            host="127.0.0.1", port=sink.smtp_port, sender="collections@arrears.test", lookup_url=sink.api_url
+        )
+        assert await asking.lookup(msg, datetime.now(UTC)) is None
+        await asking.send(msg)
+        found = await asking.lookup(msg, datetime.now(UTC))
+        assert found is not None
+        assert found.provider_message_id == message_id(msg.notification_id)
+        # Another notification with a similar id is not this one.
+        other = Message("N-1:overdue_7:email2", "a@example.com", "Subject", "Text")
+        assert await asking.lookup(other, datetime.now(UTC)) is None
+        async with httpx.AsyncClient() as client:
+            quoted = await client.get(
+                f"{sink.api_url}/api/v1/search", params={"query": f'message-id:"{message_id(msg.notification_id)}"'}
+            )
+        body = quoted.json()
+        assert body["messages_count"] == 1
+        assert body["messages"][0]["MessageID"] == message_id(msg.notification_id)[1:-1]
+        assert body["messages"][0]["To"] == [{"Name": "", "Address": "a@example.com"}]
+        await asking.close()

@@ -37,6 +37,7 @@ def build_channels(settings: NotifierSettings) -> dict[str, Channel]:
             username=settings.smtp_username,
             password=settings.smtp_password,
             pool_size=settings.smtp_pool_size,
+            lookup_url=settings.smtp_lookup_url,
         ),
         TwilioSmsChannel(
             api_base=settings.sms_api_base,

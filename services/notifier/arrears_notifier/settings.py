@@ -30,6 +30,14 @@ class NotifierSettings(CommonSettings):
         validation_alias="ARREARS_SMTP_POOL_SIZE",
         description="SMTP connections kept open; also the most emails in flight at once.",
     )
+    smtp_lookup_url: str | None = Field(
+        default=None,
+        validation_alias="ARREARS_SMTP_LOOKUP_URL",
+        description="Base URL of a Mailpit-compatible message search API (GET /api/v1/search?query=message-id:…) "
+        "that sees what the SMTP relay accepted. When set, an email left in flight by a crash is looked up by "
+        "its Message-ID: found, it is recorded as sent; not found, it is sent once. Unset, such an email is never "
+        "resent and is reported failed, outcome unknown.",
+    )
     mail_from: str = Field(default="collections@arrears.example", validation_alias="ARREARS_MAIL_FROM")
     sms_api_base: str = Field(
         default="http://127.0.0.1:8025",

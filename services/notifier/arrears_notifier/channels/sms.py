@@ -1,7 +1,14 @@
-"""SMS over a Twilio-compatible HTTP API (form POST to /2010-04-01/Accounts/{Sid}/Messages.json)."""
+"""SMS over a Twilio-compatible HTTP API (form POST to /2010-04-01/Accounts/{Sid}/Messages.json).
+
+The connections are ``max_connections`` httpx clients of one keep-alive connection each, handed
+out from an idle list, rather than one client with a pool of ``max_connections``: httpcore's
+pool looks at every one of its connections (a socket readability check each) on every request,
+which cost about a fifth of the notifier's CPU per SMS at 16 connections.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -44,10 +51,20 @@ class TwilioSmsChannel(Channel):
         self.url = f"{api_base.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self.sender = sender
         self.status_callback = status_callback
+        self._clients = [
+            httpx.AsyncClient(
+                auth=(account_sid, auth_token),
+                timeout=timeout,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            )
+            for _ in range(max_connections)
+        ]
+        self._idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        for client in self._clients:
+            self._idle.put_nowait(client)
+        # For lookups (rare: recovery only), so that they never wait for a send's connection.
         self.client = httpx.AsyncClient(
-            auth=(account_sid, auth_token),
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            auth=(account_sid, auth_token), timeout=timeout, limits=httpx.Limits(max_connections=2)
         )
 
     async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
@@ -58,12 +75,15 @@ class TwilioSmsChannel(Channel):
             form["StatusCallback"] = f"{self.status_callback}?{urlencode({'nid': message.notification_id})}"
         if handover is not None and not await handover():
             raise HandoverRefused(message.notification_id)
+        client = await self._idle.get()
         try:
-            response = await self.client.post(self.url, data=form)
+            response = await client.post(self.url, data=form)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientSendError(f"SMS provider unreachable: {type(exc).__name__}") from None
         except httpx.HTTPError as exc:  # the request went out; the answer did not come back
             raise AmbiguousSendError(f"SMS provider did not answer: {type(exc).__name__}") from None
+        finally:
+            self._idle.put_nowait(client)
         if response.status_code in (200, 201):
             return SendResult(provider_message_id=str(response.json().get("sid")))
         code = None
@@ -100,4 +120,5 @@ class TwilioSmsChannel(Channel):
         return None
 
     async def close(self) -> None:
-        await self.client.aclose()
+        for client in (*self._clients, self.client):
+            await client.aclose()

@@ -11,10 +11,13 @@ reason and a later time) and suppressions reported as they happen.
 
 A process that dies leaves rows in ``claimed`` (never handed over: due again after
 ``stale_after``) or ``sending`` (handed over, outcome unrecorded). For those, recovery asks the
-provider: the SMS API lists the messages it took, so an SMS is recorded as sent or sent once more,
-exactly once. SMTP cannot be asked, so an email in that window is never resent (at most once) and
-is reported failed "outcome unknown". That window is the DATA exchange plus one commit, for at
-most ``channel.concurrency`` messages per process (the SMTP pool size, 4 by default).
+provider: the SMS API lists the messages it took, and an email is searched for by its Message-ID
+(one per notification) when a Mailpit-compatible search API is configured
+(``ARREARS_SMTP_LOOKUP_URL``); found, it is recorded as sent, not found, it is sent once more:
+exactly once. Without that API SMTP cannot be asked, so an email in that window is never resent
+(at most once) and is reported failed "outcome unknown". That window is the DATA exchange plus
+one commit, for at most ``channel.concurrency`` messages per process (the SMTP pool size, 4 by
+default).
 """
 
 from __future__ import annotations
@@ -341,7 +344,8 @@ class DeliveryService:
         """Rows left in ``sending`` by a process that died between claiming and recording.
 
         The provider is asked whether it accepted the message (the SMS API can list what it
-        took; SMTP cannot be asked). Accepted: recorded as sent. Certainly not accepted: pending
+        took; an email is searched for by Message-ID when a lookup API is configured, otherwise
+        SMTP cannot be asked). Accepted: recorded as sent. Certainly not accepted: pending
         again, so it is sent once. Cannot tell: reported failed "outcome unknown", never resent.
         """
         now = self.clock.now()
