@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +110,26 @@ class RssSampler:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@contextlib.contextmanager
+def sampled(pid: int, prefix: str | None, name: str) -> Iterator[None]:
+    """Sample ``pid`` with py-spy while the block runs (collapsed stacks in ``prefix-name.txt``)."""
+    if not prefix:
+        yield
+        return
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]
+        + ["--nonblocking", "--output", f"{prefix}-{name}.txt"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
 
 
 async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
@@ -248,6 +271,11 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="an ingest setting, e.g. ARREARS_INGEST_INBOUND_CONSUMERS=4",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="sample ingest with py-spy (install it into the venv) during each path: PREFIX-kafka.txt, PREFIX-http.txt",
+    )
     args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["ingest_throughput"] else sys.argv[1:])
 
     with tempfile.TemporaryDirectory(prefix="arrears-bench-") as tmp:
@@ -291,13 +319,15 @@ def main() -> None:
                 asyncio.run(kafka_path(bootstrap, 2000))  # warm-up: consumer group joined, pools open
                 base_k = asyncio.run(broker_baseline(bootstrap, args.events))
                 c0, w0 = cpu(), time.perf_counter()
-                kafka_rate, kafka_got, consumer_rate = asyncio.run(kafka_path(bootstrap, args.events, db_url))
+                with sampled(ingest.pid, args.profile, "kafka"):
+                    kafka_rate, kafka_got, consumer_rate = asyncio.run(kafka_path(bootstrap, args.events, db_url))
                 kafka_cpu, kafka_wall = cpu() - c0, time.perf_counter() - w0
                 base_h = asyncio.run(broker_baseline(bootstrap, args.http_events))
                 c0, w0 = cpu(), time.perf_counter()
-                http_rate, http_ledger_rate, http_got = asyncio.run(
-                    http_path(bootstrap, ports.ingest, args.http_events, args.concurrency)
-                )
+                with sampled(ingest.pid, args.profile, "http"):
+                    http_rate, http_ledger_rate, http_got = asyncio.run(
+                        http_path(bootstrap, ports.ingest, args.http_events, args.concurrency)
+                    )
                 http_cpu, http_wall = cpu() - c0, time.perf_counter() - w0
             print(f"load after: {os.getloadavg()}")
             print(f"broker produce-then-consume ({args.events} msgs): {base_k:,.0f} msg/s")

@@ -14,10 +14,25 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, text
+from aiokafka.partitioner import DefaultPartitioner
+from sqlalchemy import (
+    BigInteger,
+    LargeBinary,
+    Row,
+    SmallInteger,
+    Table,
+    Text,
+    TextClause,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arrears_shared.events.envelope import CloudEvent
@@ -40,6 +55,7 @@ class Outbox:
 
     def __init__(self, table: Table) -> None:
         self.table = table
+        self._insert: TextClause | None = None
 
     async def add(
         self,
@@ -78,21 +94,45 @@ class Outbox:
 
     async def add_many(self, session: AsyncSession, rows: list[tuple[str, CloudEvent]]) -> None:
         """Queue many (topic, event) pairs in one statement, keyed by each event's subject."""
+        await self.add_payloads(session, [(topic, ev.subject, ev.to_json()) for topic, ev in rows])
+
+    async def add_payloads(
+        self,
+        session: AsyncSession,
+        rows: list[tuple[str, str | None, bytes]],
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Queue many (topic, key, payload) rows, payloads already JSON, in one statement.
+
+        The rows go in as arrays (``unnest``), so the statement's text is the same for any number of
+        rows: compiled and prepared once, instead of a multi-row VALUES list built for every batch.
+        They carry the trace of the work that emits them, plus ``headers``.
+        """
         if not rows:
             return
-        carried = trace_headers()  # the trace of the work that emits them
+        if self._insert is None:
+            name = f'"{self.table.schema}"."{self.table.name}"'
+            self._insert = text(
+                f"INSERT INTO {name} (topic, key, shard, payload, headers) "  # noqa: S608
+                "SELECT t, k, s, p, CAST(:headers AS jsonb) FROM unnest(:topics, :keys, :shards, :payloads) "
+                "AS u(t, k, s, p)"
+            ).bindparams(
+                bindparam("topics", type_=ARRAY(Text)),
+                bindparam("keys", type_=ARRAY(Text)),
+                bindparam("shards", type_=ARRAY(SmallInteger)),
+                bindparam("payloads", type_=ARRAY(LargeBinary)),
+                bindparam("headers", type_=JSONB),
+            )
         await session.execute(
-            insert(self.table),
-            [
-                {
-                    "topic": topic,
-                    "key": ev.subject,
-                    "shard": shard_of(ev.subject),
-                    "payload": ev.to_json(),
-                    "headers": carried,
-                }
-                for topic, ev in rows
-            ],
+            self._insert,
+            {
+                "topics": [r[0] for r in rows],
+                "keys": [r[1] for r in rows],
+                "shards": [shard_of(r[1]) for r in rows],
+                "payloads": [r[2] for r in rows],
+                "headers": {**trace_headers(), **(headers or {})},
+            },
         )
 
 
@@ -128,6 +168,11 @@ class OutboxRelay:
             f"SELECT id, topic, key, payload, headers FROM {name} "  # noqa: S608
             "WHERE shard = ANY(:shards) ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
         )
+        self._delete = text(f"DELETE FROM {name} WHERE id = ANY(:ids)").bindparams(  # noqa: S608
+            bindparam("ids", type_=ARRAY(BigInteger))
+        )
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, tuple[int, dict[str, int]]] = {}
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (call after committing outbox rows)."""
@@ -146,22 +191,70 @@ class OutboxRelay:
             if not rows:
                 return 0
             assert self.producer is not None, "the relay needs a started producer"
-            futures = []
-            for row in rows:
-                headers: dict[str, Any] = row.headers or {}
-                futures.append(
-                    await self.producer.send(
-                        row.topic,
-                        value=row.payload,
-                        key=row.key.encode() if row.key is not None else None,
-                        headers=[(k, str(v).encode()) for k, v in headers.items()],
-                    )
-                )
-            await asyncio.gather(*futures)
-            await session.execute(delete(self.table).where(self.table.c.id.in_([r.id for r in rows])))
+            await asyncio.gather(*await self._publish(rows))
+            await session.execute(self._delete, {"ids": [r.id for r in rows]})
+        counts: dict[str, int] = {}
         for row in rows:
-            PRODUCED.labels(topic=row.topic).inc()
+            counts[row.topic] = counts.get(row.topic, 0) + 1
+        for topic, n in counts.items():
+            PRODUCED.labels(topic=topic).inc(n)
         return len(rows)
+
+    async def _publish(self, rows: Sequence[Row[Any]]) -> list[asyncio.Future[Any]]:
+        """Hand ``rows`` to the producer, in order per partition; the futures resolve once acknowledged.
+
+        Rows are packed into one record batch per partition (as many as they need) rather than sent
+        one by one: a key goes to the partition the producer's default partitioner gives it, as it
+        would through ``send``, and a partition's rows keep their outbox order.
+        """
+        assert self.producer is not None
+        producer = self.producer
+        futures: list[asyncio.Future[Any]] = []
+        by_partition: dict[tuple[str, int], list[Row[Any]]] = {}
+        choosers: dict[str, Callable[[str | None], int]] = {}
+        for row in rows:
+            choose = choosers.get(row.topic)
+            if choose is None:
+                choose = choosers[row.topic] = self._chooser(row.topic, await producer.partitions_for(row.topic))
+            by_partition.setdefault((row.topic, choose(row.key)), []).append(row)
+        for (topic, partition), part in by_partition.items():
+            batch = producer.create_batch()
+            for row in part:
+                key = row.key.encode() if row.key is not None else None
+                headers = [(k, str(v).encode()) for k, v in row.headers.items()] if row.headers else []
+                if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
+                        # Larger than a whole batch: let send() handle (or refuse) it on its own.
+                        futures.append(
+                            await producer.send(topic, row.payload, key=key, partition=partition, headers=headers)
+                        )
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    def _chooser(self, topic: str, partitions: set[int]) -> Callable[[str | None], int]:
+        """The partition ``send`` would choose for a key of ``topic`` (remembered per key while the
+        topic keeps its number of partitions)."""
+        assert self.producer is not None
+        all_partitions = list(partitions)
+        available = list(self.producer.client.cluster.available_partitions_for_topic(topic) or ())
+        known = self._partitions.get(topic)
+        if known is None or known[0] != len(all_partitions) or len(known[1]) > 100_000:
+            known = self._partitions[topic] = (len(all_partitions), {})
+        cache = known[1]
+        partitioner = self._partitioner
+
+        def choose(key: str | None) -> int:
+            if key is None:
+                return int(partitioner(None, all_partitions, available))
+            partition = cache.get(key)
+            if partition is None:
+                partition = cache[key] = int(partitioner(key.encode(), all_partitions, available))
+            return partition
+
+        return choose
 
     async def measure(self) -> None:
         async with self.sessionmaker() as session:

@@ -7,7 +7,8 @@ multi-row VALUES list compiled afresh for every batch (which cost more than the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -58,22 +59,37 @@ _BY_NUMBER = text(
 ).bindparams(bindparam("numbers", type_=_TEXTS))
 
 
+class Received(Protocol):
+    """What the idempotency record keeps of an event."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+
+
 class EventRepository:
-    async def record_received(self, session: AsyncSession, rows: list[dict[str, str | None]]) -> set[tuple[str, str]]:
+    async def record_received(self, session: AsyncSession, rows: Sequence[Received]) -> set[tuple[str, str]]:
         """Insert (source, id) keys; return the ones that were new."""
         if not rows:
             return set()
         result = await session.execute(
             _RECORD,
             {
-                "sources": [r["source"] for r in rows],
-                "ids": [r["event_id"] for r in rows],
-                "types": [r["type"] for r in rows],
-                "accounts": [r["account_id"] for r in rows],
-                "digests": [r["digest"] for r in rows],
+                "sources": [r.source for r in rows],
+                "ids": [r.id for r in rows],
+                "types": [r.type for r in rows],
+                "accounts": [r.account_id for r in rows],
+                "digests": [r.digest for r in rows],
             },
         )
-        return {(r.source, r.event_id) for r in result}
+        return {(source, event_id) for source, event_id in result}
 
     async def digests(self, session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The content digest recorded for each of ``keys`` already received."""
