@@ -38,7 +38,6 @@ from arrears_dev.stack import (
     free_port,
     service_env,
     start_broker,
-    start_service,
     stop_process,
     wait_for_port,
     with_database,
@@ -118,9 +117,10 @@ def sampled(pid: int, prefix: str | None, name: str) -> Iterator[None]:
     if not prefix:
         yield
         return
+    command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
+    command += ["--rate", "250", "--nonblocking", "--output", f"{prefix}-{name}.txt"]
     spy = subprocess.Popen(
-        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]
-        + ["--nonblocking", "--output", f"{prefix}-{name}.txt"],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -259,11 +259,84 @@ async def http_path(bootstrap: str, port: int, n: int, concurrency: int) -> tupl
     return n / http_elapsed, got / ledger_elapsed, got
 
 
+class Ingest:
+    """The ingest processes under test: one running everything, or N workers and one API process."""
+
+    def __init__(self, env: dict[str, str], api_port: int, replicas: int, logs: Path) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes], int]] = []
+        logs.mkdir(parents=True, exist_ok=True)
+        roles = [("all", api_port)] if replicas == 0 else [("api", api_port)]
+        roles += [("worker", free_port()) for _ in range(replicas)]
+        for n, (role, port) in enumerate(roles):
+            proc_env = {**env, "ARREARS_ROLE": role, "ARREARS_INGEST_PORT": str(port)}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "arrears_ingest.main", "serve"],
+                env=proc_env,
+                stdout=(logs / f"ingest-{n}-{role}.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.procs.append((role, proc, port))
+
+    def wait_ready(self) -> None:
+        for _, proc, port in self.procs:
+            wait_for_port(port, 60, proc)
+            for _ in range(300):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) of all ingest processes so far."""
+        total = 0.0
+        for _, proc, _ in self.procs:
+            t = psutil.Process(proc.pid).cpu_times()
+            total += t.user + t.system
+        return total
+
+    def stop(self) -> None:
+        for _, proc, _ in self.procs:
+            stop_process(proc)
+
+
+async def wait_for_group(bootstrap: str, members: int, timeout: float = 60.0) -> bool:
+    """Wait until ingest's consumer group is stable with ``members`` members (every worker joined)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            try:
+                groups = await admin.describe_consumer_groups(["arrears-ingest"])
+                state, count = "", 0
+                for response in groups:
+                    for group in response.groups:
+                        state, count = group[2], len(group[-1])
+                if state == "Stable" and count == members:
+                    return True
+            except Exception:
+                return False
+            await asyncio.sleep(0.5)
+        return False
+    finally:
+        await admin.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=100_000, help="events through the Kafka path")
-    parser.add_argument("--http-events", type=int, default=50_000, help="events through POST /v1/events")
+    parser.add_argument("--events", type=int, default=100_000, help="events through the Kafka path (0: skip it)")
+    parser.add_argument("--http-events", type=int, default=50_000, help="events through POST /v1/events (0: skip)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP requests")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="0: one ingest process running everything (the default settings); N: N `role=worker` ingest "
+        "processes (their inbound consumers split the partitions) and one `role=api` process for HTTP",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -274,16 +347,19 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         metavar="PREFIX",
-        help="sample ingest with py-spy (install it into the venv) during each path: PREFIX-kafka.txt, PREFIX-http.txt",
+        help="sample the first ingest process with py-spy (install it into the venv) during each path: "
+        "PREFIX-kafka.txt, PREFIX-http.txt",
     )
     args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["ingest_throughput"] else sys.argv[1:])
+    settings = dict(kv.split("=", 1) for kv in args.set)
+    consumers_per_process = int(settings.get("ARREARS_INGEST_INBOUND_CONSUMERS", "2"))
 
     with tempfile.TemporaryDirectory(prefix="arrears-bench-") as tmp:
         var = Path(tmp)
         ports = StackPorts(broker=free_port(), ingest=free_port())
         broker = start_broker(ports.broker, var / "broker.log")
         pg: EmbeddedPostgres | None = None
-        ingest: subprocess.Popen[bytes] | None = None
+        ingest: Ingest | None = None
         try:
             bootstrap = f"127.0.0.1:{ports.broker}"
             create_topics(bootstrap)
@@ -297,58 +373,67 @@ def main() -> None:
             name = f"bench_{uuid.uuid4().hex[:6]}"
             create_database(admin, name)
             db_url = with_database(admin, name)
-            env = service_env(db_url, ports, dict(kv.split("=", 1) for kv in args.set))
+            env = service_env(db_url, ports, settings)
             subprocess.run([sys.executable, "-m", "arrears_ingest.main", "migrate"], env=env, check=True)
-            ingest = start_service("ingest", env, var / "log")
-            wait_for_port(ports.ingest, 60, ingest)
-            for _ in range(300):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{ports.ingest}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
+            ingest = Ingest(env, ports.ingest, args.replicas, var / "log")
+            ingest.wait_ready()
+            members = consumers_per_process * max(args.replicas, 1)
+            stable = asyncio.run(wait_for_group(bootstrap, members))
+            print(
+                f"ingest processes: {', '.join(role for role, _, _ in ingest.procs)}; "
+                f"consumer group of {members} stable: {stable}"
+            )
             print(f"load before: {os.getloadavg()}, cores: {os.cpu_count()}")
-            proc = psutil.Process(ingest.pid)
-
-            def cpu() -> float:
-                t = proc.cpu_times()
-                return float(t.user + t.system)
-
-            with RssSampler(ingest.pid) as rss:
+            first = ingest.procs[0][1].pid
+            samplers = [RssSampler(proc.pid) for _, proc, _ in ingest.procs]
+            for sampler in samplers:
+                sampler.__enter__()
+            try:
                 asyncio.run(kafka_path(bootstrap, 2000))  # warm-up: consumer group joined, pools open
-                base_k = asyncio.run(broker_baseline(bootstrap, args.events))
-                c0, w0 = cpu(), time.perf_counter()
-                with sampled(ingest.pid, args.profile, "kafka"):
-                    kafka_rate, kafka_got, consumer_rate = asyncio.run(kafka_path(bootstrap, args.events, db_url))
-                kafka_cpu, kafka_wall = cpu() - c0, time.perf_counter() - w0
-                base_h = asyncio.run(broker_baseline(bootstrap, args.http_events))
-                c0, w0 = cpu(), time.perf_counter()
-                with sampled(ingest.pid, args.profile, "http"):
-                    http_rate, http_ledger_rate, http_got = asyncio.run(
-                        http_path(bootstrap, ports.ingest, args.http_events, args.concurrency)
-                    )
-                http_cpu, http_wall = cpu() - c0, time.perf_counter() - w0
+                if args.events:
+                    base_k = asyncio.run(broker_baseline(bootstrap, args.events))
+                    c0, w0 = ingest.cpu(), time.perf_counter()
+                    with sampled(first, args.profile, "kafka"):
+                        kafka_rate, kafka_got, consumer_rate = asyncio.run(kafka_path(bootstrap, args.events, db_url))
+                    kafka_cpu, kafka_wall = ingest.cpu() - c0, time.perf_counter() - w0
+                if args.http_events:
+                    base_h = asyncio.run(broker_baseline(bootstrap, args.http_events))
+                    c0, w0 = ingest.cpu(), time.perf_counter()
+                    with sampled(first, args.profile, "http"):
+                        http_rate, http_ledger_rate, http_got = asyncio.run(
+                            http_path(bootstrap, ports.ingest, args.http_events, args.concurrency)
+                        )
+                    http_cpu, http_wall = ingest.cpu() - c0, time.perf_counter() - w0
+            finally:
+                for sampler in samplers:
+                    sampler.__exit__()
             print(f"load after: {os.getloadavg()}")
-            print(f"broker produce-then-consume ({args.events} msgs): {base_k:,.0f} msg/s")
-            print(f"kafka path ar.inbound.v1 -> ar.ledger.v1 ({kafka_got} events): {kafka_rate:,.0f} events/s")
-            if consumer_rate:
-                print(f"  of which ar.inbound.v1 -> judged and in the outbox: {consumer_rate:,.0f} events/s")
-            print(f"broker produce-then-consume ({args.http_events} msgs): {base_h:,.0f} msg/s")
-            print(
-                f"POST /v1/events, batches of {BATCH}, {args.concurrency} concurrent ({args.http_events} events): "
-                f"{http_rate:,.0f} events/s accepted; {http_ledger_rate:,.0f} events/s to ar.ledger.v1 ({http_got})"
+            if args.events:
+                print(f"broker produce-then-consume ({args.events} msgs): {base_k:,.0f} msg/s")
+                print(f"kafka path ar.inbound.v1 -> ar.ledger.v1 ({kafka_got} events): {kafka_rate:,.0f} events/s")
+                if consumer_rate:
+                    print(f"  of which ar.inbound.v1 -> judged and in the outbox: {consumer_rate:,.0f} events/s")
+                print(
+                    f"ingest CPU, kafka path: {kafka_cpu:.1f} s over {kafka_wall:.1f} s wall "
+                    f"({kafka_cpu / kafka_wall:.0%} of one core, {kafka_cpu / args.events * 1e6:.0f} µs/event)"
+                )
+            if args.http_events:
+                print(f"broker produce-then-consume ({args.http_events} msgs): {base_h:,.0f} msg/s")
+                print(
+                    f"POST /v1/events, batches of {BATCH}, {args.concurrency} concurrent ({args.http_events} events): "
+                    f"{http_rate:,.0f} events/s accepted; {http_ledger_rate:,.0f} events/s to ar.ledger.v1 ({http_got})"
+                )
+                print(
+                    f"ingest CPU, HTTP: {http_cpu:.1f} s over {http_wall:.1f} s wall "
+                    f"({http_cpu / http_wall:.0%} of one core, {http_cpu / args.http_events * 1e6:.0f} µs/event)"
+                )
+            peaks = ", ".join(
+                f"{role} {s.peak / 2**20:,.0f} MB" for (role, _, _), s in zip(ingest.procs, samplers, strict=True)
             )
-            print(
-                f"ingest CPU: kafka path {kafka_cpu:.1f} s over {kafka_wall:.1f} s wall "
-                f"({kafka_cpu / kafka_wall:.0%} of one core, {kafka_cpu / args.events * 1e6:.0f} µs/event); "
-                f"HTTP {http_cpu:.1f} s over {http_wall:.1f} s ({http_cpu / http_wall:.0%}, "
-                f"{http_cpu / args.http_events * 1e6:.0f} µs/event)"
-            )
-            print(f"ingest peak RSS: {rss.peak / 2**20:,.0f} MB")
+            print(f"ingest peak RSS per process: {peaks}")
         finally:
             if ingest is not None:
-                stop_process(ingest)
+                ingest.stop()
             stop_process(broker)
             if pg is not None:
                 pg.stop()
