@@ -302,6 +302,42 @@ class Ingest:
             stop_process(proc)
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live children (PostgreSQL's backends)."""
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+class CpuMeter:
+    """CPU seconds spent by ingest, the broker, PostgreSQL (when embedded) and this benchmark's clients."""
+
+    def __init__(self, ingest: Ingest, broker: int, postgres: int | None) -> None:
+        self.ingest, self.broker, self.postgres = ingest, broker, postgres
+
+    def read(self) -> dict[str, float]:
+        out = {"ingest": self.ingest.cpu(), "broker": tree_cpu(self.broker), "bench": time.process_time()}
+        if self.postgres is not None:
+            out["postgres"] = tree_cpu(self.postgres)
+        return out
+
+    @staticmethod
+    def report(before: dict[str, float], after: dict[str, float], events: int, wall: float) -> str:
+        parts = [f"{name} {(after[name] - before[name]) / events * 1e6:.0f}" for name in after]
+        total = sum(after[name] - before[name] for name in after)
+        return (
+            f"CPU per event (µs): {', '.join(parts)}; all {total / events * 1e6:.0f} "
+            f"({total / wall:.2f} cores busy on average)"
+        )
+
+
 async def wait_for_group(bootstrap: str, members: int, timeout: float = 60.0) -> bool:
     """Wait until ingest's consumer group is stable with ``members`` members (every worker joined)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -385,6 +421,8 @@ def main() -> None:
             )
             print(f"load before: {os.getloadavg()}, cores: {os.cpu_count()}")
             first = ingest.procs[0][1].pid
+            pg_pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0]) if pg is not None else None
+            meter = CpuMeter(ingest, broker.pid, pg_pid)
             samplers = [RssSampler(proc.pid) for _, proc, _ in ingest.procs]
             for sampler in samplers:
                 sampler.__enter__()
@@ -392,18 +430,20 @@ def main() -> None:
                 asyncio.run(kafka_path(bootstrap, 2000))  # warm-up: consumer group joined, pools open
                 if args.events:
                     base_k = asyncio.run(broker_baseline(bootstrap, args.events))
-                    c0, w0 = ingest.cpu(), time.perf_counter()
+                    m0, w0 = meter.read(), time.perf_counter()
                     with sampled(first, args.profile, "kafka"):
                         kafka_rate, kafka_got, consumer_rate = asyncio.run(kafka_path(bootstrap, args.events, db_url))
-                    kafka_cpu, kafka_wall = ingest.cpu() - c0, time.perf_counter() - w0
+                    m1, kafka_wall = meter.read(), time.perf_counter() - w0
+                    kafka_cpu = m1["ingest"] - m0["ingest"]
                 if args.http_events:
                     base_h = asyncio.run(broker_baseline(bootstrap, args.http_events))
-                    c0, w0 = ingest.cpu(), time.perf_counter()
+                    h0, w0 = meter.read(), time.perf_counter()
                     with sampled(first, args.profile, "http"):
                         http_rate, http_ledger_rate, http_got = asyncio.run(
                             http_path(bootstrap, ports.ingest, args.http_events, args.concurrency)
                         )
-                    http_cpu, http_wall = ingest.cpu() - c0, time.perf_counter() - w0
+                    h1, http_wall = meter.read(), time.perf_counter() - w0
+                    http_cpu = h1["ingest"] - h0["ingest"]
             finally:
                 for sampler in samplers:
                     sampler.__exit__()
@@ -417,6 +457,7 @@ def main() -> None:
                     f"ingest CPU, kafka path: {kafka_cpu:.1f} s over {kafka_wall:.1f} s wall "
                     f"({kafka_cpu / kafka_wall:.0%} of one core, {kafka_cpu / args.events * 1e6:.0f} µs/event)"
                 )
+                print(f"  {CpuMeter.report(m0, m1, args.events, kafka_wall)}")
             if args.http_events:
                 print(f"broker produce-then-consume ({args.http_events} msgs): {base_h:,.0f} msg/s")
                 print(
@@ -427,6 +468,7 @@ def main() -> None:
                     f"ingest CPU, HTTP: {http_cpu:.1f} s over {http_wall:.1f} s wall "
                     f"({http_cpu / http_wall:.0%} of one core, {http_cpu / args.http_events * 1e6:.0f} µs/event)"
                 )
+                print(f"  {CpuMeter.report(h0, h1, args.http_events, http_wall)}")
             peaks = ", ".join(
                 f"{role} {s.peak / 2**20:,.0f} MB" for (role, _, _), s in zip(ingest.procs, samplers, strict=True)
             )

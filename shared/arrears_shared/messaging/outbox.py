@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import (
     BigInteger,
@@ -165,7 +166,7 @@ class OutboxRelay:
             f"WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard)"
         )
         self._claim = text(
-            f"SELECT id, topic, key, payload, headers FROM {name} "  # noqa: S608
+            f"SELECT id, topic, key, payload, headers::text AS headers FROM {name} "  # noqa: S608
             "WHERE shard = ANY(:shards) ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
         )
         self._delete = text(f"DELETE FROM {name} WHERE id = ANY(:ids)").bindparams(  # noqa: S608
@@ -217,11 +218,16 @@ class OutboxRelay:
             if choose is None:
                 choose = choosers[row.topic] = self._chooser(row.topic, await producer.partitions_for(row.topic))
             by_partition.setdefault((row.topic, choose(row.key)), []).append(row)
+        # Headers come as JSON text, decoded once per distinct value: the rows one transaction wrote share theirs.
+        decoded: dict[str, list[tuple[str, bytes]]] = {}
         for (topic, partition), part in by_partition.items():
             batch = producer.create_batch()
             for row in part:
                 key = row.key.encode() if row.key is not None else None
-                headers = [(k, str(v).encode()) for k, v in row.headers.items()] if row.headers else []
+                headers = decoded.get(row.headers)
+                if headers is None:
+                    parsed: dict[str, Any] = orjson.loads(row.headers) if row.headers else {}
+                    headers = decoded[row.headers] = [(k, str(v).encode()) for k, v in parsed.items()]
                 if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()

@@ -42,7 +42,8 @@ _FORGET = text(
 
 _CLAIM = text(
     f"INSERT INTO {SCHEMA}.invoice_numbers (account_id, invoice_number, invoice_id) "  # noqa: S608
-    "SELECT * FROM unnest(:accounts, :numbers, :invoices) ON CONFLICT DO NOTHING"
+    "SELECT * FROM unnest(:accounts, :numbers, :invoices) ON CONFLICT DO NOTHING "
+    "RETURNING account_id, invoice_number, invoice_id"
 ).bindparams(
     bindparam("accounts", type_=_TEXTS), bindparam("numbers", type_=_TEXTS), bindparam("invoices", type_=_TEXTS)
 )
@@ -120,7 +121,16 @@ class EventRepository:
             return {}
         accounts = [a for a, _, _ in claims]
         numbers = [n for _, n, _ in claims]
-        await session.execute(_CLAIM, {"accounts": accounts, "numbers": numbers, "invoices": [i for _, _, i in claims]})
-        owners = await session.execute(_OWNERS, {"accounts": accounts, "numbers": numbers})
+        result = await session.execute(
+            _CLAIM, {"accounts": accounts, "numbers": numbers, "invoices": [i for _, _, i in claims]}
+        )
+        claimed = {(a, n, i) for a, n, i in result}
+        # Only the claims not inserted now (the number was taken before, or twice in this batch) need their owner.
+        others = [c for c in claims if c not in claimed]
+        if not others:
+            return {}
+        owners = await session.execute(
+            _OWNERS, {"accounts": [a for a, _, _ in others], "numbers": [n for _, n, _ in others]}
+        )
         owner = {(r.account_id, r.invoice_number): r.invoice_id for r in owners}
-        return {(a, n, i): owner[(a, n)] for a, n, i in claims if owner.get((a, n), i) != i}
+        return {(a, n, i): owner[(a, n)] for a, n, i in others if owner.get((a, n), i) != i}
