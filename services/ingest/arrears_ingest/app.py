@@ -61,6 +61,7 @@ def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> Fast
         loop = InboundLoop(inbound)
         runtime.add_loop(f"consumer:arrears-ingest:{n}", loop.run, loop.stop)
     runtime.relay.batch = settings.relay_batch
+    runtime.relay.parallel = settings.relay_parallel
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

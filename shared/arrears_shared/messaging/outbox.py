@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -148,13 +149,17 @@ class OutboxRelay:
         *,
         batch: int = 1000,
         poll_seconds: float = 0.2,
+        parallel: int = 1,
     ) -> None:
         self.table = table
         self.sessionmaker = sessionmaker
         self.producer = producer
         self.batch = batch
         self.poll_seconds = poll_seconds
-        self._wake = asyncio.Event()
+        # Rounds run at once by :meth:`run`, each over its own transaction and at most 1/parallel of the
+        # shards (starting at a random one), so that they publish disjoint keys side by side.
+        self.parallel = parallel
+        self._wakes: list[asyncio.Event] = []
         self._stopping = asyncio.Event()
         # The schema and table names come from code (each service's models), never from input.
         # Shards are locked in one statement and rows read in the next: were both in one statement,
@@ -164,6 +169,13 @@ class OutboxRelay:
         self._lock_shards = text(
             f"SELECT shard FROM (SELECT DISTINCT shard FROM {name}) AS d "  # noqa: S608
             f"WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard)"
+        )
+        # The same, stopping after :n shards, tried in order from :start on (a materialized CTE is read
+        # row by row, so no lock is taken beyond the limit).
+        self._lock_some_shards = text(
+            f"WITH d AS MATERIALIZED (SELECT shard FROM (SELECT DISTINCT shard FROM {name}) AS s "  # noqa: S608
+            f"ORDER BY (shard + {SHARDS} - :start) % {SHARDS}) "
+            f"SELECT shard FROM d WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard) LIMIT :n"
         )
         self._claim = text(
             f"SELECT id, topic, key, payload, headers::text AS headers FROM {name} "  # noqa: S608
@@ -177,15 +189,20 @@ class OutboxRelay:
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (call after committing outbox rows)."""
-        self._wake.set()
+        for wake in self._wakes:
+            wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
+        self.wake()
 
     async def relay_once(self) -> int:
         async with self.sessionmaker() as session, session.begin():
-            shards = list((await session.execute(self._lock_shards)).scalars())
+            if self.parallel > 1:
+                some = {"start": random.randrange(SHARDS), "n": -(-SHARDS // self.parallel)}
+                shards = list((await session.execute(self._lock_some_shards, some)).scalars())
+            else:
+                shards = list((await session.execute(self._lock_shards)).scalars())
             if not shards:
                 return 0
             rows = (await session.execute(self._claim, {"n": self.batch, "shards": shards})).all()
@@ -274,6 +291,10 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until :meth:`stop`; then flush what is left, so a clean shutdown leaves nothing behind."""
+        self._wakes = [asyncio.Event() for _ in range(max(self.parallel, 1))]
+        await asyncio.gather(*(self._run(wake, measure=n == 0) for n, wake in enumerate(self._wakes)))
+
+    async def _run(self, wake: asyncio.Event, *, measure: bool) -> None:
         backoff = self.poll_seconds
         measured = 0.0
         loop = asyncio.get_running_loop()
@@ -281,7 +302,7 @@ class OutboxRelay:
             try:
                 n = await self.relay_once()
                 backoff = self.poll_seconds
-                if loop.time() - measured > 5:
+                if measure and loop.time() - measured > 5:
                     measured = loop.time()
                     await self.measure()
             except asyncio.CancelledError:
@@ -293,9 +314,9 @@ class OutboxRelay:
             if self._stopping.is_set() and n == 0:
                 return
             if n == 0:
-                self._wake.clear()
+                wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                    await asyncio.wait_for(wake.wait(), timeout=backoff)
 
 
 def decode_headers(raw: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None) -> dict[str, str]:
