@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
 from arrears_dev.stack import (
     EmbeddedPostgres,
@@ -35,11 +39,11 @@ from arrears_dev.stack import (
     free_port,
     service_env,
     start_broker,
-    start_service,
     stop_process,
     wait_for_port,
     with_database,
 )
+from arrears_ingest.settings import IngestSettings
 from arrears_shared.topics import INBOUND, LEDGER
 
 BATCH = 500
@@ -109,13 +113,49 @@ class RssSampler:
         self._thread.join()
 
 
+@contextlib.contextmanager
+def sampled(pid: int, prefix: str | None, name: str) -> Iterator[None]:
+    """Sample ``pid`` with py-spy while the block runs (collapsed stacks in ``prefix-name.txt``)."""
+    if not prefix:
+        yield
+        return
+    command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
+    command += ["--rate", "250", "--nonblocking", "--output", f"{prefix}-{name}.txt"]
+    spy = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
 async def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5, max_batch_size=256 * 1024, acks="all"
     )
     await producer.start()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in values]
+        # Packed into record batches per partition, as an ERP's bulk export would be: this client's CPU is
+        # not ingest's, and on a 2-core machine it competes with it. Keys land where ``send`` puts them.
+        partitions = list(await producer.partitions_for(topic))
+        partitioner = DefaultPartitioner()
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        for key, value in values:
+            by_partition.setdefault(partitioner(key, partitions, partitions), []).append((key, value))
+        futures = []
+        for partition, messages in by_partition.items():
+            batch = producer.create_batch()
+            for key, value in messages:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
@@ -236,11 +276,120 @@ async def http_path(bootstrap: str, port: int, n: int, concurrency: int) -> tupl
     return n / http_elapsed, got / ledger_elapsed, got
 
 
+class Ingest:
+    """The ingest processes under test: one running everything, or N workers and one API process."""
+
+    def __init__(self, env: dict[str, str], api_port: int, replicas: int, logs: Path) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes], int]] = []
+        logs.mkdir(parents=True, exist_ok=True)
+        roles = [("all", api_port)] if replicas == 0 else [("api", api_port)]
+        roles += [("worker", free_port()) for _ in range(replicas)]
+        for n, (role, port) in enumerate(roles):
+            proc_env = {**env, "ARREARS_ROLE": role, "ARREARS_INGEST_PORT": str(port)}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "arrears_ingest.main", "serve"],
+                env=proc_env,
+                stdout=(logs / f"ingest-{n}-{role}.log").open("ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.procs.append((role, proc, port))
+
+    def wait_ready(self) -> None:
+        for _, proc, port in self.procs:
+            wait_for_port(port, 60, proc)
+            for _ in range(300):
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) of all ingest processes so far."""
+        total = 0.0
+        for _, proc, _ in self.procs:
+            t = psutil.Process(proc.pid).cpu_times()
+            total += t.user + t.system
+        return total
+
+    def stop(self) -> None:
+        for _, proc, _ in self.procs:
+            stop_process(proc)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live children (PostgreSQL's backends)."""
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+class CpuMeter:
+    """CPU seconds spent by ingest, the broker, PostgreSQL (when embedded) and this benchmark's clients."""
+
+    def __init__(self, ingest: Ingest, broker: int, postgres: int | None) -> None:
+        self.ingest, self.broker, self.postgres = ingest, broker, postgres
+
+    def read(self) -> dict[str, float]:
+        out = {"ingest": self.ingest.cpu(), "broker": tree_cpu(self.broker), "bench": time.process_time()}
+        if self.postgres is not None:
+            out["postgres"] = tree_cpu(self.postgres)
+        return out
+
+    @staticmethod
+    def report(before: dict[str, float], after: dict[str, float], events: int, wall: float) -> str:
+        parts = [f"{name} {(after[name] - before[name]) / events * 1e6:.0f}" for name in after]
+        total = sum(after[name] - before[name] for name in after)
+        return (
+            f"CPU per event (µs): {', '.join(parts)}; all {total / events * 1e6:.0f} "
+            f"({total / wall:.2f} cores busy on average)"
+        )
+
+
+async def wait_for_group(bootstrap: str, members: int, timeout: float = 60.0) -> bool:
+    """Wait until ingest's consumer group is stable with ``members`` members (every worker joined)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            try:
+                groups = await admin.describe_consumer_groups(["arrears-ingest"])
+                state, count = "", 0
+                for response in groups:
+                    for group in response.groups:
+                        state, count = group[2], len(group[-1])
+                if state == "Stable" and count == members:
+                    return True
+            except Exception:
+                return False
+            await asyncio.sleep(0.5)
+        return False
+    finally:
+        await admin.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=100_000, help="events through the Kafka path")
-    parser.add_argument("--http-events", type=int, default=50_000, help="events through POST /v1/events")
+    parser.add_argument("--events", type=int, default=100_000, help="events through the Kafka path (0: skip it)")
+    parser.add_argument("--http-events", type=int, default=50_000, help="events through POST /v1/events (0: skip)")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent HTTP requests")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="0: one ingest process running everything (the default settings); N: N `role=worker` ingest "
+        "processes (their inbound consumers split the partitions) and one `role=api` process for HTTP",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -248,14 +397,23 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="an ingest setting, e.g. ARREARS_INGEST_INBOUND_CONSUMERS=4",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="sample the first ingest process with py-spy (install it into the venv) during each path: "
+        "PREFIX-kafka.txt, PREFIX-http.txt",
+    )
     args = parser.parse_args(sys.argv[2:] if sys.argv[1:2] == ["ingest_throughput"] else sys.argv[1:])
+    settings = dict(kv.split("=", 1) for kv in args.set)
+    default_consumers = IngestSettings.model_fields["inbound_consumers"].default
+    consumers_per_process = int(settings.get("ARREARS_INGEST_INBOUND_CONSUMERS", default_consumers))
 
     with tempfile.TemporaryDirectory(prefix="arrears-bench-") as tmp:
         var = Path(tmp)
         ports = StackPorts(broker=free_port(), ingest=free_port())
         broker = start_broker(ports.broker, var / "broker.log")
         pg: EmbeddedPostgres | None = None
-        ingest: subprocess.Popen[bytes] | None = None
+        ingest: Ingest | None = None
         try:
             bootstrap = f"127.0.0.1:{ports.broker}"
             create_topics(bootstrap)
@@ -269,56 +427,73 @@ def main() -> None:
             name = f"bench_{uuid.uuid4().hex[:6]}"
             create_database(admin, name)
             db_url = with_database(admin, name)
-            env = service_env(db_url, ports, dict(kv.split("=", 1) for kv in args.set))
+            env = service_env(db_url, ports, settings)
             subprocess.run([sys.executable, "-m", "arrears_ingest.main", "migrate"], env=env, check=True)
-            ingest = start_service("ingest", env, var / "log")
-            wait_for_port(ports.ingest, 60, ingest)
-            for _ in range(300):
-                try:
-                    if httpx.get(f"http://127.0.0.1:{ports.ingest}/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
+            ingest = Ingest(env, ports.ingest, args.replicas, var / "log")
+            ingest.wait_ready()
+            members = consumers_per_process * max(args.replicas, 1)
+            stable = asyncio.run(wait_for_group(bootstrap, members))
+            print(
+                f"ingest processes: {', '.join(role for role, _, _ in ingest.procs)}; "
+                f"consumer group of {members} stable: {stable}"
+            )
             print(f"load before: {os.getloadavg()}, cores: {os.cpu_count()}")
-            proc = psutil.Process(ingest.pid)
-
-            def cpu() -> float:
-                t = proc.cpu_times()
-                return float(t.user + t.system)
-
-            with RssSampler(ingest.pid) as rss:
+            first = ingest.procs[0][1].pid
+            pg_pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0]) if pg is not None else None
+            meter = CpuMeter(ingest, broker.pid, pg_pid)
+            samplers = [RssSampler(proc.pid) for _, proc, _ in ingest.procs]
+            for sampler in samplers:
+                sampler.__enter__()
+            try:
                 asyncio.run(kafka_path(bootstrap, 2000))  # warm-up: consumer group joined, pools open
-                base_k = asyncio.run(broker_baseline(bootstrap, args.events))
-                c0, w0 = cpu(), time.perf_counter()
-                kafka_rate, kafka_got, consumer_rate = asyncio.run(kafka_path(bootstrap, args.events, db_url))
-                kafka_cpu, kafka_wall = cpu() - c0, time.perf_counter() - w0
-                base_h = asyncio.run(broker_baseline(bootstrap, args.http_events))
-                c0, w0 = cpu(), time.perf_counter()
-                http_rate, http_ledger_rate, http_got = asyncio.run(
-                    http_path(bootstrap, ports.ingest, args.http_events, args.concurrency)
-                )
-                http_cpu, http_wall = cpu() - c0, time.perf_counter() - w0
+                if args.events:
+                    base_k = asyncio.run(broker_baseline(bootstrap, args.events))
+                    m0, w0 = meter.read(), time.perf_counter()
+                    with sampled(first, args.profile, "kafka"):
+                        kafka_rate, kafka_got, consumer_rate = asyncio.run(kafka_path(bootstrap, args.events, db_url))
+                    m1, kafka_wall = meter.read(), time.perf_counter() - w0
+                    kafka_cpu = m1["ingest"] - m0["ingest"]
+                if args.http_events:
+                    base_h = asyncio.run(broker_baseline(bootstrap, args.http_events))
+                    h0, w0 = meter.read(), time.perf_counter()
+                    with sampled(first, args.profile, "http"):
+                        http_rate, http_ledger_rate, http_got = asyncio.run(
+                            http_path(bootstrap, ports.ingest, args.http_events, args.concurrency)
+                        )
+                    h1, http_wall = meter.read(), time.perf_counter() - w0
+                    http_cpu = h1["ingest"] - h0["ingest"]
+            finally:
+                for sampler in samplers:
+                    sampler.__exit__()
             print(f"load after: {os.getloadavg()}")
-            print(f"broker produce-then-consume ({args.events} msgs): {base_k:,.0f} msg/s")
-            print(f"kafka path ar.inbound.v1 -> ar.ledger.v1 ({kafka_got} events): {kafka_rate:,.0f} events/s")
-            if consumer_rate:
-                print(f"  of which ar.inbound.v1 -> judged and in the outbox: {consumer_rate:,.0f} events/s")
-            print(f"broker produce-then-consume ({args.http_events} msgs): {base_h:,.0f} msg/s")
-            print(
-                f"POST /v1/events, batches of {BATCH}, {args.concurrency} concurrent ({args.http_events} events): "
-                f"{http_rate:,.0f} events/s accepted; {http_ledger_rate:,.0f} events/s to ar.ledger.v1 ({http_got})"
+            if args.events:
+                print(f"broker produce-then-consume ({args.events} msgs): {base_k:,.0f} msg/s")
+                print(f"kafka path ar.inbound.v1 -> ar.ledger.v1 ({kafka_got} events): {kafka_rate:,.0f} events/s")
+                if consumer_rate:
+                    print(f"  of which ar.inbound.v1 -> judged and in the outbox: {consumer_rate:,.0f} events/s")
+                print(
+                    f"ingest CPU, kafka path: {kafka_cpu:.1f} s over {kafka_wall:.1f} s wall "
+                    f"({kafka_cpu / kafka_wall:.0%} of one core, {kafka_cpu / args.events * 1e6:.0f} µs/event)"
+                )
+                print(f"  {CpuMeter.report(m0, m1, args.events, kafka_wall)}")
+            if args.http_events:
+                print(f"broker produce-then-consume ({args.http_events} msgs): {base_h:,.0f} msg/s")
+                print(
+                    f"POST /v1/events, batches of {BATCH}, {args.concurrency} concurrent ({args.http_events} events): "
+                    f"{http_rate:,.0f} events/s accepted; {http_ledger_rate:,.0f} events/s to ar.ledger.v1 ({http_got})"
+                )
+                print(
+                    f"ingest CPU, HTTP: {http_cpu:.1f} s over {http_wall:.1f} s wall "
+                    f"({http_cpu / http_wall:.0%} of one core, {http_cpu / args.http_events * 1e6:.0f} µs/event)"
+                )
+                print(f"  {CpuMeter.report(h0, h1, args.http_events, http_wall)}")
+            peaks = ", ".join(
+                f"{role} {s.peak / 2**20:,.0f} MB" for (role, _, _), s in zip(ingest.procs, samplers, strict=True)
             )
-            print(
-                f"ingest CPU: kafka path {kafka_cpu:.1f} s over {kafka_wall:.1f} s wall "
-                f"({kafka_cpu / kafka_wall:.0%} of one core, {kafka_cpu / args.events * 1e6:.0f} µs/event); "
-                f"HTTP {http_cpu:.1f} s over {http_wall:.1f} s ({http_cpu / http_wall:.0%}, "
-                f"{http_cpu / args.http_events * 1e6:.0f} µs/event)"
-            )
-            print(f"ingest peak RSS: {rss.peak / 2**20:,.0f} MB")
+            print(f"ingest peak RSS per process: {peaks}")
         finally:
             if ingest is not None:
-                stop_process(ingest)
+                ingest.stop()
             stop_process(broker)
             if pg is not None:
                 pg.stop()

@@ -249,3 +249,102 @@ async def test_nothing_is_emitted_for_a_rolled_back_change(engine: AsyncEngine) 
         await failing_change()
     async with sessionmaker() as s:
         assert await s.scalar(select(func.count()).select_from(scoring_outbox)) == 0
+
+
+async def test_relay_batches_land_where_send_would_put_them_with_their_headers(
+    broker: str, engine: AsyncEngine
+) -> None:
+    """Rows go out as one record batch per partition: each key on the partition the producer's default
+    partitioner gives it (as ``send`` would), in order, with its headers; a row without a key goes out too."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from arrears_shared.messaging.kafka import make_producer
+
+    topic = await create_topic(broker, partitions=3)
+    sessionmaker = make_sessionmaker(engine)
+    outbox = Outbox(scoring_outbox)
+    keys = [f"KEY-{i}" for i in range(10)]
+    async with sessionmaker() as s, s.begin():
+        await outbox.add_payloads(
+            s,
+            [(topic, keys[n % 10], orjson.dumps({"n": n})) for n in range(300)],
+            headers={"origin": "test"},
+        )
+        await outbox.add_payloads(s, [(topic, None, orjson.dumps({"n": 300}))])
+    producer = make_producer(CommonSettings(kafka_bootstrap_servers=broker), "relay-batches")
+    await producer.start()
+    try:
+        relay = OutboxRelay(scoring_outbox, sessionmaker, producer, batch=120)
+        sent = 0
+        while (n := await relay.relay_once()) > 0:
+            sent += n
+    finally:
+        await producer.stop()
+    assert sent == 301
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker, auto_offset_reset="earliest", group_id=f"check-{uuid.uuid4().hex[:6]}"
+    )
+    await consumer.start()
+    seen: dict[str | None, list[int]] = defaultdict(list)
+    partitioner = DefaultPartitioner()
+    try:
+        async with asyncio.timeout(30):
+            while sum(len(v) for v in seen.values()) < 301:
+                for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
+                    for m in msgs:
+                        key = m.key.decode() if m.key is not None else None
+                        seen[key].append(orjson.loads(m.value)["n"])
+                        if key is not None:
+                            assert tp.partition == partitioner(m.key, [0, 1, 2], [0, 1, 2])
+                            assert dict(m.headers)["origin"] == b"test"
+    finally:
+        await consumer.stop()
+    assert seen.pop(None) == [300]
+    for key, ns in seen.items():
+        assert ns == sorted(ns) and len(ns) == 30, key
+
+
+async def test_parallel_relay_rounds_keep_the_order_per_key(broker: str, engine: AsyncEngine) -> None:
+    """Several rounds at once, each over its own share of the shards, still publish a key's events in order."""
+    from arrears_shared.messaging.kafka import make_producer
+
+    topic = await create_topic(broker, partitions=3)
+    sessionmaker = make_sessionmaker(engine)
+    outbox = Outbox(scoring_outbox)
+    keys = [f"PAR-{i}" for i in range(20)]
+    async with sessionmaker() as s, s.begin():
+        await outbox.add_payloads(s, [(topic, keys[n % 20], orjson.dumps({"n": n})) for n in range(1000)])
+    producer = make_producer(CommonSettings(kafka_bootstrap_servers=broker), "relay-parallel")
+    await producer.start()
+    relays = [OutboxRelay(scoring_outbox, sessionmaker, producer, batch=40, parallel=3) for _ in range(2)]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                async with sessionmaker() as s:
+                    if await s.scalar(select(func.count()).select_from(scoring_outbox)) == 0:
+                        break
+                await asyncio.sleep(0.2)
+    finally:
+        for r in relays:
+            r.stop()
+        await asyncio.gather(*tasks)
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker, auto_offset_reset="earliest", group_id=f"check-{uuid.uuid4().hex[:6]}"
+    )
+    await consumer.start()
+    seen: dict[str, list[int]] = defaultdict(list)
+    try:
+        async with asyncio.timeout(30):
+            while sum(len(v) for v in seen.values()) < 1000:
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    for m in msgs:
+                        seen[m.key.decode()].append(orjson.loads(m.value)["n"])
+    finally:
+        await consumer.stop()
+    assert sorted(seen) == sorted(keys)
+    for key, ns in seen.items():
+        assert ns == sorted(ns) and len(ns) == 50, key

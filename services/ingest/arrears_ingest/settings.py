@@ -49,7 +49,7 @@ class IngestSettings(CommonSettings):
         description="Most ar.inbound.v1 messages judged together in one transaction.",
     )
     inbound_consumers: int = Field(
-        default=2,
+        default=4,
         ge=1,
         le=12,
         validation_alias="ARREARS_INGEST_INBOUND_CONSUMERS",
@@ -60,4 +60,12 @@ class IngestSettings(CommonSettings):
         ge=100,
         validation_alias="ARREARS_INGEST_RELAY_BATCH",
         description="Most outbox rows the relay publishes per round trip.",
+    )
+    relay_parallel: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        validation_alias="ARREARS_INGEST_RELAY_PARALLEL",
+        description="Outbox relay rounds this process runs at once, each over its own share of the outbox's shards "
+        "(order per key is kept: a key's rows are in one shard).",
     )

@@ -13,11 +13,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, text
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+from sqlalchemy import (
+    BigInteger,
+    LargeBinary,
+    Row,
+    SmallInteger,
+    Table,
+    Text,
+    TextClause,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arrears_shared.events.envelope import CloudEvent
@@ -40,6 +57,7 @@ class Outbox:
 
     def __init__(self, table: Table) -> None:
         self.table = table
+        self._insert: TextClause | None = None
 
     async def add(
         self,
@@ -78,21 +96,45 @@ class Outbox:
 
     async def add_many(self, session: AsyncSession, rows: list[tuple[str, CloudEvent]]) -> None:
         """Queue many (topic, event) pairs in one statement, keyed by each event's subject."""
+        await self.add_payloads(session, [(topic, ev.subject, ev.to_json()) for topic, ev in rows])
+
+    async def add_payloads(
+        self,
+        session: AsyncSession,
+        rows: list[tuple[str, str | None, bytes]],
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Queue many (topic, key, payload) rows, payloads already JSON, in one statement.
+
+        The rows go in as arrays (``unnest``), so the statement's text is the same for any number of
+        rows: compiled and prepared once, instead of a multi-row VALUES list built for every batch.
+        They carry the trace of the work that emits them, plus ``headers``.
+        """
         if not rows:
             return
-        carried = trace_headers()  # the trace of the work that emits them
+        if self._insert is None:
+            name = f'"{self.table.schema}"."{self.table.name}"'
+            self._insert = text(
+                f"INSERT INTO {name} (topic, key, shard, payload, headers) "  # noqa: S608
+                "SELECT t, k, s, p, CAST(:headers AS jsonb) FROM unnest(:topics, :keys, :shards, :payloads) "
+                "AS u(t, k, s, p)"
+            ).bindparams(
+                bindparam("topics", type_=ARRAY(Text)),
+                bindparam("keys", type_=ARRAY(Text)),
+                bindparam("shards", type_=ARRAY(SmallInteger)),
+                bindparam("payloads", type_=ARRAY(LargeBinary)),
+                bindparam("headers", type_=JSONB),
+            )
         await session.execute(
-            insert(self.table),
-            [
-                {
-                    "topic": topic,
-                    "key": ev.subject,
-                    "shard": shard_of(ev.subject),
-                    "payload": ev.to_json(),
-                    "headers": carried,
-                }
-                for topic, ev in rows
-            ],
+            self._insert,
+            {
+                "topics": [r[0] for r in rows],
+                "keys": [r[1] for r in rows],
+                "shards": [shard_of(r[1]) for r in rows],
+                "payloads": [r[2] for r in rows],
+                "headers": {**trace_headers(), **(headers or {})},
+            },
         )
 
 
@@ -107,13 +149,17 @@ class OutboxRelay:
         *,
         batch: int = 1000,
         poll_seconds: float = 0.2,
+        parallel: int = 1,
     ) -> None:
         self.table = table
         self.sessionmaker = sessionmaker
         self.producer = producer
         self.batch = batch
         self.poll_seconds = poll_seconds
-        self._wake = asyncio.Event()
+        # Rounds run at once by :meth:`run`, each over its own transaction and at most 1/parallel of the
+        # shards (starting at a random one), so that they publish disjoint keys side by side.
+        self.parallel = parallel
+        self._wakes: list[asyncio.Event] = []
         self._stopping = asyncio.Event()
         # The schema and table names come from code (each service's models), never from input.
         # Shards are locked in one statement and rows read in the next: were both in one statement,
@@ -124,44 +170,114 @@ class OutboxRelay:
             f"SELECT shard FROM (SELECT DISTINCT shard FROM {name}) AS d "  # noqa: S608
             f"WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard)"
         )
+        # The same, stopping after :n shards, tried in order from :start on (a materialized CTE is read
+        # row by row, so no lock is taken beyond the limit).
+        self._lock_some_shards = text(
+            f"WITH d AS MATERIALIZED (SELECT shard FROM (SELECT DISTINCT shard FROM {name}) AS s "  # noqa: S608
+            f"ORDER BY (shard + {SHARDS} - :start) % {SHARDS}) "
+            f"SELECT shard FROM d WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard) LIMIT :n"
+        )
         self._claim = text(
-            f"SELECT id, topic, key, payload, headers FROM {name} "  # noqa: S608
+            f"SELECT id, topic, key, payload, headers::text AS headers FROM {name} "  # noqa: S608
             "WHERE shard = ANY(:shards) ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
         )
+        self._delete = text(f"DELETE FROM {name} WHERE id = ANY(:ids)").bindparams(  # noqa: S608
+            bindparam("ids", type_=ARRAY(BigInteger))
+        )
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, tuple[int, dict[str, int]]] = {}
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (call after committing outbox rows)."""
-        self._wake.set()
+        for wake in self._wakes:
+            wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
+        self.wake()
 
     async def relay_once(self) -> int:
         async with self.sessionmaker() as session, session.begin():
-            shards = list((await session.execute(self._lock_shards)).scalars())
+            if self.parallel > 1:
+                some = {"start": random.randrange(SHARDS), "n": -(-SHARDS // self.parallel)}
+                shards = list((await session.execute(self._lock_some_shards, some)).scalars())
+            else:
+                shards = list((await session.execute(self._lock_shards)).scalars())
             if not shards:
                 return 0
             rows = (await session.execute(self._claim, {"n": self.batch, "shards": shards})).all()
             if not rows:
                 return 0
             assert self.producer is not None, "the relay needs a started producer"
-            futures = []
-            for row in rows:
-                headers: dict[str, Any] = row.headers or {}
-                futures.append(
-                    await self.producer.send(
-                        row.topic,
-                        value=row.payload,
-                        key=row.key.encode() if row.key is not None else None,
-                        headers=[(k, str(v).encode()) for k, v in headers.items()],
-                    )
-                )
-            await asyncio.gather(*futures)
-            await session.execute(delete(self.table).where(self.table.c.id.in_([r.id for r in rows])))
+            await asyncio.gather(*await self._publish(rows))
+            await session.execute(self._delete, {"ids": [r.id for r in rows]})
+        counts: dict[str, int] = {}
         for row in rows:
-            PRODUCED.labels(topic=row.topic).inc()
+            counts[row.topic] = counts.get(row.topic, 0) + 1
+        for topic, n in counts.items():
+            PRODUCED.labels(topic=topic).inc(n)
         return len(rows)
+
+    async def _publish(self, rows: Sequence[Row[Any]]) -> list[asyncio.Future[Any]]:
+        """Hand ``rows`` to the producer, in order per partition; the futures resolve once acknowledged.
+
+        Rows are packed into one record batch per partition (as many as they need) rather than sent
+        one by one: a key goes to the partition the producer's default partitioner gives it, as it
+        would through ``send``, and a partition's rows keep their outbox order.
+        """
+        assert self.producer is not None
+        producer = self.producer
+        futures: list[asyncio.Future[Any]] = []
+        by_partition: dict[tuple[str, int], list[Row[Any]]] = {}
+        choosers: dict[str, Callable[[str | None], int]] = {}
+        for row in rows:
+            choose = choosers.get(row.topic)
+            if choose is None:
+                choose = choosers[row.topic] = self._chooser(row.topic, await producer.partitions_for(row.topic))
+            by_partition.setdefault((row.topic, choose(row.key)), []).append(row)
+        # Headers come as JSON text, decoded once per distinct value: the rows one transaction wrote share theirs.
+        decoded: dict[str, list[tuple[str, bytes]]] = {}
+        for (topic, partition), part in by_partition.items():
+            batch = producer.create_batch()
+            for row in part:
+                key = row.key.encode() if row.key is not None else None
+                headers = decoded.get(row.headers)
+                if headers is None:
+                    parsed: dict[str, Any] = orjson.loads(row.headers) if row.headers else {}
+                    headers = decoded[row.headers] = [(k, str(v).encode()) for k, v in parsed.items()]
+                if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
+                        # Larger than a whole batch: let send() handle (or refuse) it on its own.
+                        futures.append(
+                            await producer.send(topic, row.payload, key=key, partition=partition, headers=headers)
+                        )
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    def _chooser(self, topic: str, partitions: set[int]) -> Callable[[str | None], int]:
+        """The partition ``send`` would choose for a key of ``topic`` (remembered per key while the
+        topic keeps its number of partitions)."""
+        assert self.producer is not None
+        all_partitions = list(partitions)
+        available = list(self.producer.client.cluster.available_partitions_for_topic(topic) or ())
+        known = self._partitions.get(topic)
+        if known is None or known[0] != len(all_partitions) or len(known[1]) > 100_000:
+            known = self._partitions[topic] = (len(all_partitions), {})
+        cache = known[1]
+        partitioner = self._partitioner
+
+        def choose(key: str | None) -> int:
+            if key is None:
+                return int(partitioner(None, all_partitions, available))
+            partition = cache.get(key)
+            if partition is None:
+                partition = cache[key] = int(partitioner(key.encode(), all_partitions, available))
+            return partition
+
+        return choose
 
     async def measure(self) -> None:
         async with self.sessionmaker() as session:
@@ -175,6 +291,10 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until :meth:`stop`; then flush what is left, so a clean shutdown leaves nothing behind."""
+        self._wakes = [asyncio.Event() for _ in range(max(self.parallel, 1))]
+        await asyncio.gather(*(self._run(wake, measure=n == 0) for n, wake in enumerate(self._wakes)))
+
+    async def _run(self, wake: asyncio.Event, *, measure: bool) -> None:
         backoff = self.poll_seconds
         measured = 0.0
         loop = asyncio.get_running_loop()
@@ -182,7 +302,7 @@ class OutboxRelay:
             try:
                 n = await self.relay_once()
                 backoff = self.poll_seconds
-                if loop.time() - measured > 5:
+                if measure and loop.time() - measured > 5:
                     measured = loop.time()
                     await self.measure()
             except asyncio.CancelledError:
@@ -194,9 +314,9 @@ class OutboxRelay:
             if self._stopping.is_set() and n == 0:
                 return
             if n == 0:
-                self._wake.clear()
+                wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+                    await asyncio.wait_for(wake.wait(), timeout=backoff)
 
 
 def decode_headers(raw: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None) -> dict[str, str]:

@@ -132,15 +132,19 @@ class InboundConsumer:
             except orjson.JSONDecodeError:
                 await self._dead_letter(session, msg, "undecodable", "the message is not JSON", "unknown")
         results = await self.service.accept(session, items)
+        counted: dict[tuple[str, str, str], int] = {}
         for msg, raw, result in zip(positions, items, results, strict=True):
             event_type = str(raw.get("type", "unknown"))[:100] if isinstance(raw, dict) else "unknown"
             if result.status in ("accepted", "duplicate"):
-                outcome = "applied" if result.status == "accepted" else "duplicate"
-                CONSUMED.labels(topic=msg.topic, type=event_type, outcome=outcome).inc()
+                label = (msg.topic, event_type, "applied" if result.status == "accepted" else "duplicate")
+                counted[label] = counted.get(label, 0) + 1
                 continue
             kind = "invalid" if result.status == "rejected" else "conflict"
             reason = "; ".join(f"{e['field']}: {e['message']}" for e in result.errors)
             await self._dead_letter(session, msg, kind, reason, event_type)
+        # Counted once per label and poll, not once per message (the counters take a lock each time).
+        for (topic, event_type, outcome), n in counted.items():
+            CONSUMED.labels(topic=topic, type=event_type, outcome=outcome).inc(n)
 
     async def _dead_letter(
         self, session: AsyncSession, msg: ConsumerRecord[bytes, bytes], kind: str, reason: str, event_type: str

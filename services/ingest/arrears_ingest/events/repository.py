@@ -7,7 +7,8 @@ multi-row VALUES list compiled afresh for every batch (which cost more than the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -41,7 +42,8 @@ _FORGET = text(
 
 _CLAIM = text(
     f"INSERT INTO {SCHEMA}.invoice_numbers (account_id, invoice_number, invoice_id) "  # noqa: S608
-    "SELECT * FROM unnest(:accounts, :numbers, :invoices) ON CONFLICT DO NOTHING"
+    "SELECT * FROM unnest(:accounts, :numbers, :invoices) ON CONFLICT DO NOTHING "
+    "RETURNING account_id, invoice_number, invoice_id"
 ).bindparams(
     bindparam("accounts", type_=_TEXTS), bindparam("numbers", type_=_TEXTS), bindparam("invoices", type_=_TEXTS)
 )
@@ -58,22 +60,37 @@ _BY_NUMBER = text(
 ).bindparams(bindparam("numbers", type_=_TEXTS))
 
 
+class Received(Protocol):
+    """What the idempotency record keeps of an event."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+
+
 class EventRepository:
-    async def record_received(self, session: AsyncSession, rows: list[dict[str, str | None]]) -> set[tuple[str, str]]:
+    async def record_received(self, session: AsyncSession, rows: Sequence[Received]) -> set[tuple[str, str]]:
         """Insert (source, id) keys; return the ones that were new."""
         if not rows:
             return set()
         result = await session.execute(
             _RECORD,
             {
-                "sources": [r["source"] for r in rows],
-                "ids": [r["event_id"] for r in rows],
-                "types": [r["type"] for r in rows],
-                "accounts": [r["account_id"] for r in rows],
-                "digests": [r["digest"] for r in rows],
+                "sources": [r.source for r in rows],
+                "ids": [r.id for r in rows],
+                "types": [r.type for r in rows],
+                "accounts": [r.account_id for r in rows],
+                "digests": [r.digest for r in rows],
             },
         )
-        return {(r.source, r.event_id) for r in result}
+        return {(source, event_id) for source, event_id in result}
 
     async def digests(self, session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The content digest recorded for each of ``keys`` already received."""
@@ -104,7 +121,16 @@ class EventRepository:
             return {}
         accounts = [a for a, _, _ in claims]
         numbers = [n for _, n, _ in claims]
-        await session.execute(_CLAIM, {"accounts": accounts, "numbers": numbers, "invoices": [i for _, _, i in claims]})
-        owners = await session.execute(_OWNERS, {"accounts": accounts, "numbers": numbers})
+        result = await session.execute(
+            _CLAIM, {"accounts": accounts, "numbers": numbers, "invoices": [i for _, _, i in claims]}
+        )
+        claimed = {(a, n, i) for a, n, i in result}
+        # Only the claims not inserted now (the number was taken before, or twice in this batch) need their owner.
+        others = [c for c in claims if c not in claimed]
+        if not others:
+            return {}
+        owners = await session.execute(
+            _OWNERS, {"accounts": [a for a, _, _ in others], "numbers": [n for _, n, _ in others]}
+        )
         owner = {(r.account_id, r.invoice_number): r.invoice_id for r in owners}
-        return {(a, n, i): owner[(a, n)] for a, n, i in claims if owner.get((a, n), i) != i}
+        return {(a, n, i): owner[(a, n)] for a, n, i in others if owner.get((a, n), i) != i}
