@@ -37,6 +37,7 @@ from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.settings import async_database_url
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+LAST_CPU: list[float] = []  # CPU seconds of each sweeper process of the last run_replicas
 
 
 def _state(account_id: str, due: date) -> dict[str, Any]:
@@ -113,14 +114,19 @@ async def _sweep_all(url: str, batch: int) -> int:
     return fired
 
 
-def worker(url: str, batch: int = 200) -> None:
+def worker(url: str, batch: int | None = None) -> None:
+    if batch is None:  # the service's setting (ARREARS_CASES_SWEEP_BATCH), as a deployed sweeper uses it
+        batch = int(os.environ.get("ARREARS_CASES_SWEEP_BATCH", "500"))
+    start = time.process_time()
     fired = asyncio.run(_sweep_all(url, batch))
+    cpu = time.process_time() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"fired={fired} max_rss_mb={rss_mb:.0f}", flush=True)
+    print(f"fired={fired} max_rss_mb={rss_mb:.0f} cpu_s={cpu:.2f}", flush=True)
 
 
 def run_replicas(url: str, replicas: int = 2) -> tuple[list[int], list[float], float]:
-    """Start ``replicas`` sweeper processes at once; (fired per process, max RSS MB each, seconds)."""
+    """Start ``replicas`` sweeper processes at once; (fired per process, max RSS MB each, seconds).
+    Each process's CPU seconds are printed (``last_cpu``)."""
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -143,6 +149,7 @@ def run_replicas(url: str, replicas: int = 2) -> tuple[list[int], list[float], f
             fields[name] = value
         fired.append(int(fields["fired"]))
         rss.append(float(fields["max_rss_mb"]))
+        LAST_CPU.append(float(fields.get("cpu_s", "nan")))
     return fired, rss, time.perf_counter() - start
 
 
@@ -283,9 +290,11 @@ def main() -> None:
             asyncio.run(seed_due_accounts(url, n_timers, "B"))
             fired, rss, seconds = run_replicas(url, 2)
             c = asyncio.run(counts(url, "B"))
+            cpu = sum(LAST_CPU)
             print(
                 f"timers: {n_timers} due timers fired by 2 sweeper processes in {seconds:.1f} s "
-                f"({n_timers / seconds:.0f}/s); fired per process {fired}; max RSS per process {rss} MB; {c}"
+                f"({n_timers / seconds:.0f}/s); fired per process {fired}; max RSS per process {rss} MB; "
+                f"sweeper CPU {LAST_CPU} s ({cpu / n_timers * 1e6:.0f} us per timer); load {os.getloadavg()}; {c}"
             )
         if n_cases:
             result = asyncio.run(worklist_p99(url, n_cases))

@@ -112,11 +112,14 @@ def main() -> None:
         )
         asyncio.run(_produce(bootstrap, n, accounts))
         print(f"load: {os.getloadavg()}")
+        cpu_start = time.process_time()
         seconds = asyncio.run(_consume(url, bootstrap, n))
+        cpu = time.process_time() - cpu_start
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
             f"updates: {n} ar.account.updated over {accounts} accounts applied from Kafka in {seconds:.1f} s "
-            f"({n / seconds:.0f}/s), one consumer process, max RSS {rss_mb:.0f} MB; load after {os.getloadavg()}"
+            f"({n / seconds:.0f}/s), one consumer process, max RSS {rss_mb:.0f} MB; consumer CPU {cpu:.1f} s "
+            f"({cpu / n * 1e6:.0f} us per update); load after {os.getloadavg()}"
         )
     finally:
         stop_process(broker)

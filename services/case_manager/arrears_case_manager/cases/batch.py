@@ -281,9 +281,8 @@ class BatchRepository(CaseRepository):
                 self._plans[case_id] = None
 
     async def flush(self, session: AsyncSession) -> None:
-        """Write everything kept, in an order the constraints accept (cases before their timeline)."""
-        if self._new:
-            await session.execute(insert(cases), [vars(self._cases[c]) for c in self._new])
+        """Write everything kept, in an order the constraints accept: changed cases first (a case closed in
+        this batch before its account's next one opens), then new cases, then timeline rows."""
         if self._dirty:
             stmt = (
                 update(cases)
@@ -295,6 +294,8 @@ class BatchRepository(CaseRepository):
                 case = self._cases[case_id]
                 rows.append({"k_case_id": case_id, **{f"k_{n}": getattr(case, n) for n in _EVALUATED}})
             await session.execute(stmt, rows)
+        if self._new:
+            await session.execute(insert(cases), [vars(self._cases[c]) for c in self._new])
         if self._timeline:
             await session.execute(insert(timeline), self._timeline)
         if self._states:
