@@ -12,14 +12,29 @@ The rare writes to promises and payment plans go to the database at once (and to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import DateTime, Text, bindparam, insert, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    Table,
+    Text,
+    TextClause,
+    bindparam,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_case_manager.cases.repository import CaseRepository
@@ -61,6 +76,10 @@ _CASE_DEFAULTS: dict[str, Any] = {
     "paused_until": None,
 }
 
+_UPSERT_ACCOUNT = (
+    "ON CONFLICT (account_id) DO UPDATE SET version = excluded.version, state = excluded.state, "
+    "updated_at = excluded.updated_at, wake_at = excluded.wake_at"
+)
 _LOCK_IN_ORDER = text(
     "SELECT pg_advisory_xact_lock(h) FROM "
     "(SELECT hashtext('cases:' || a) AS h FROM unnest(CAST(:ids AS text[])) AS a ORDER BY 1) AS s"
@@ -73,6 +92,78 @@ _SET_WAKES = text(
     "UPDATE case_manager.accounts AS t SET wake_at = v.w "
     "FROM unnest(CAST(:ids AS text[]), CAST(:wakes AS timestamptz[])) AS v(id, w) WHERE t.account_id = v.id"
 ).bindparams(bindparam("ids", type_=ARRAY(Text)), bindparam("wakes", type_=ARRAY(DateTime(timezone=True))))
+
+
+def _array_of(column: Column[Any]) -> tuple[str, str]:
+    """The PostgreSQL array element type a column's values are sent as, and the cast back (JSONB goes as text)."""
+    kind = column.type
+    if isinstance(kind, JSONB):
+        return "text", "::jsonb"
+    if isinstance(kind, DateTime):
+        return "timestamptz", ""
+    if isinstance(kind, BigInteger):
+        return "int8", ""
+    if isinstance(kind, SmallInteger):
+        return "int2", ""
+    if isinstance(kind, Integer):
+        return "int4", ""
+    if isinstance(kind, LargeBinary):
+        return "bytea", ""
+    if isinstance(kind, Date):
+        return "date", ""
+    return "text", ""
+
+
+@functools.cache
+def _unnest_insert(table: Table, columns: tuple[str, ...], then: str = "") -> TextClause:
+    types = [_array_of(table.c[c]) for c in columns]
+    names = ", ".join(columns)
+    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, (t, _) in zip(columns, types, strict=True))
+    values = ", ".join(f"v.{c}{cast}" for c, (_, cast) in zip(columns, types, strict=True))
+    return text(
+        f'INSERT INTO "{table.schema}"."{table.name}" ({names}) '  # noqa: S608  (names from code, not input)
+        f"SELECT {values} FROM unnest({arrays}) AS v({names}) {then}"
+    )
+
+
+@functools.cache
+def _unnest_update(table: Table, key: str, columns: tuple[str, ...]) -> TextClause:
+    every = (key, *columns)
+    types = [_array_of(table.c[c]) for c in every]
+    names = ", ".join(every)
+    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, (t, _) in zip(every, types, strict=True))
+    sets = ", ".join(f"{c} = v.{c}{cast}" for c, (_, cast) in zip(columns, types[1:], strict=True))
+    return text(
+        f'UPDATE "{table.schema}"."{table.name}" AS t SET {sets} '  # noqa: S608  (names from code, not input)
+        f"FROM unnest({arrays}) AS v({names}) WHERE t.{key} = v.{key}"
+    )
+
+
+def _columns(table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """``rows`` as one array per column (JSONB values serialized, to be cast back in the statement)."""
+    out: dict[str, list[Any]] = {}
+    for c in columns:
+        values = [row[c] for row in rows]
+        if isinstance(table.c[c].type, JSONB):
+            values = [None if v is None else orjson.dumps(v).decode() for v in values]
+        out[c] = values
+    return out
+
+
+async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], then: str = "") -> None:
+    """Insert ``rows`` (all with the same keys) in one statement of one shape whatever their number:
+    one array per column, unnested (no per-row parameters to build, and one plan for every batch).
+    ``then``: a constant ON CONFLICT clause, if any."""
+    if rows:
+        columns = tuple(rows[0])
+        await session.execute(_unnest_insert(table, columns, then), _columns(table, columns, rows))
+
+
+async def update_rows(session: AsyncSession, table: Table, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Update each row identified by ``key`` to the values in ``rows`` (all with the same keys), in one statement."""
+    if rows:
+        columns = tuple(c for c in rows[0] if c != key)
+        await session.execute(_unnest_update(table, key, columns), _columns(table, (key, *columns), rows))
 
 
 async def lock_accounts(session: AsyncSession, account_ids: Iterable[str]) -> None:
@@ -136,9 +227,8 @@ class BufferedOutbox(Outbox):
         )
 
     async def flush(self, session: AsyncSession) -> None:
-        if self.rows:
-            await session.execute(insert(self.table), self.rows)
-            self.rows = []
+        await insert_rows(session, self.table, self.rows)
+        self.rows = []
 
 
 class BatchRepository(CaseRepository):
@@ -284,37 +374,20 @@ class BatchRepository(CaseRepository):
         """Write everything kept, in an order the constraints accept: changed cases first (a case closed in
         this batch before its account's next one opens), then new cases, then timeline rows."""
         if self._dirty:
-            stmt = (
-                update(cases)
-                .where(cases.c.case_id == bindparam("k_case_id"))
-                .values({name: bindparam(f"k_{name}") for name in _EVALUATED})
+            await update_rows(
+                session,
+                cases,
+                "case_id",
+                [{"case_id": c, **{n: getattr(self._cases[c], n) for n in _EVALUATED}} for c in self._dirty],
             )
-            rows: list[dict[str, Any]] = []
-            for case_id in self._dirty:
-                case = self._cases[case_id]
-                rows.append({"k_case_id": case_id, **{f"k_{n}": getattr(case, n) for n in _EVALUATED}})
-            await session.execute(stmt, rows)
         if self._new:
-            await session.execute(insert(cases), [vars(self._cases[c]) for c in self._new])
-        if self._timeline:
-            await session.execute(insert(timeline), self._timeline)
+            await insert_rows(session, cases, [vars(self._cases[c]) for c in self._new])
+        await insert_rows(session, timeline, self._timeline)
         if self._states:
             saved = []
             for account_id, values in self._states.items():
                 saved.append({**values, "wake_at": self._wakes.pop(account_id, None)})
-            stmt_up = pg_insert(accounts)
-            await session.execute(
-                stmt_up.on_conflict_do_update(
-                    index_elements=[accounts.c.account_id],
-                    set_={
-                        "version": stmt_up.excluded.version,
-                        "state": stmt_up.excluded.state,
-                        "updated_at": stmt_up.excluded.updated_at,
-                        "wake_at": stmt_up.excluded.wake_at,
-                    },
-                ),
-                saved,
-            )
+            await insert_rows(session, accounts, saved, _UPSERT_ACCOUNT)
         if self._wakes:
             await session.execute(_SET_WAKES, {"ids": list(self._wakes), "wakes": list(self._wakes.values())})
         self._new.clear()
