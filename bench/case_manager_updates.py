@@ -126,7 +126,8 @@ def main() -> None:
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(
             f"updates: {n} ar.account.updated over {accounts} accounts applied from Kafka in {seconds:.1f} s "
-            f"({n / seconds:.0f}/s; after the group join: {n - before} in {steady:.1f} s, {(n - before) / steady:.0f}/s), "
+            f"({n / seconds:.0f}/s; after the group join: {n - before} in {steady:.1f} s, "
+            f"{(n - before) / steady:.0f}/s), "
             f"one consumer process, max RSS {rss_mb:.0f} MB; consumer CPU {cpu:.1f} s "
             f"({cpu / n * 1e6:.0f} us per update); load after {os.getloadavg()}"
         )
