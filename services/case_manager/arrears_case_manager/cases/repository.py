@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, literal, select, text, tuple_, update
+from sqlalchemy import Row, Text, cast, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,17 +54,17 @@ class CaseRepository:
         )
         return {str(a): int(v) for a, v in rows}
 
-    async def claim_due(self, session: AsyncSession, now: datetime, limit: int) -> list[tuple[str, dict[str, Any]]]:
-        """Accounts whose timer has fired, oldest first, with their states; their rows locked so that no
-        other replica takes them (FOR UPDATE SKIP LOCKED)."""
+    async def claim_due(self, session: AsyncSession, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """Accounts whose timer has fired, oldest first, with their states as JSON text (parsed straight
+        into the model); their rows locked so that no other replica takes them (FOR UPDATE SKIP LOCKED)."""
         rows = await session.execute(
-            select(accounts.c.account_id, accounts.c.state)
+            select(accounts.c.account_id, cast(accounts.c.state, Text))
             .where(accounts.c.wake_at <= now)
             .order_by(accounts.c.wake_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return [(str(a), s) for a, s in rows]
+        return [(str(a), str(s)) for a, s in rows]
 
     async def due_summary(self, session: AsyncSession, now: datetime) -> tuple[int, datetime | None]:
         """How many timers are due and unfired, and the oldest one's time (for the operator's metrics)."""

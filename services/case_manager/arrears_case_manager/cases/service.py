@@ -187,7 +187,7 @@ class CaseService:
         batch, repo, outbox = self._batch()
         await repo.load(session, [a for a, _ in due])
         for account_id, state in due:
-            await batch.evaluate(session, account_id, now, AccountUpdated.model_validate(state))
+            await batch.evaluate(session, account_id, now, AccountUpdated.model_validate_json(state))
         await repo.flush(session)
         await outbox.flush(session)
         return len(due)
