@@ -139,13 +139,25 @@ def _unnest_update(table: Table, key: str, columns: tuple[str, ...]) -> TextClau
     )
 
 
+class JsonText(str):
+    """A value already serialized as JSON (a JSONB column's value is sent as is, not serialized again)."""
+
+    __slots__ = ()
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, JsonText) else orjson.dumps(value).decode()
+
+
 def _columns(table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
     """``rows`` as one array per column (JSONB values serialized, to be cast back in the statement)."""
     out: dict[str, list[Any]] = {}
     for c in columns:
         values = [row[c] for row in rows]
         if isinstance(table.c[c].type, JSONB):
-            values = [None if v is None else orjson.dumps(v).decode() for v in values]
+            values = [_json(v) for v in values]
         out[c] = values
     return out
 
@@ -323,7 +335,7 @@ class BatchRepository(CaseRepository):
     # ------------------------------------------------------------------ writes, kept until flush
 
     async def save_account(
-        self, session: AsyncSession, account_id: str, version: int, state: dict[str, Any], now: datetime
+        self, session: AsyncSession, account_id: str, version: int, state: dict[str, Any] | JsonText, now: datetime
     ) -> None:
         self._states[account_id] = {"account_id": account_id, "version": version, "state": state, "updated_at": now}
 

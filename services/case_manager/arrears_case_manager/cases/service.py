@@ -26,7 +26,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arrears_case_manager.cases.batch import BatchRepository, BufferedOutbox, lock_accounts, try_lock_accounts
+from arrears_case_manager.cases.batch import (
+    BatchRepository,
+    BufferedOutbox,
+    JsonText,
+    lock_accounts,
+    try_lock_accounts,
+)
 from arrears_case_manager.cases.fees import fees_for
 from arrears_case_manager.cases.repository import CaseRepository
 from arrears_case_manager.cases.state import ACTIVE, CLOSED, ESCALATING, transition
@@ -167,7 +173,8 @@ class CaseService:
             await batch.evaluate(session, update.account_id, now, update)
         newest = {u.account_id: u for u in fresh}  # the last fresh one of an account is its newest
         for update in newest.values():
-            await repo.save_account(session, update.account_id, update.version, update.model_dump(mode="json"), now)
+            state = JsonText(update.model_dump_json())  # what model_dump(mode="json") stores, serialized once
+            await repo.save_account(session, update.account_id, update.version, state, now)
         await repo.flush(session)
         await outbox.flush(session)
 
