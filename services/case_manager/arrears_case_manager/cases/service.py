@@ -770,11 +770,19 @@ class CaseService:
 
     def _base_variables(self, case_id: str, account: AccountUpdated, locale: str) -> dict[str, Any]:
         customer = account.customer
+        formatted: dict[tuple[int, str], str] = {}  # an account's only invoice is also its total: format once
+
+        def money(amount_minor: int, currency: str) -> str:
+            key = (amount_minor, currency)
+            if key not in formatted:
+                formatted[key] = format_money(amount_minor, currency, locale)
+            return formatted[key]
+
         totals = [
             {
                 "currency": b.currency,
                 "amount_minor": b.open_minor,
-                "formatted": format_money(b.open_minor, b.currency, locale),
+                "formatted": money(b.open_minor, b.currency),
             }
             for b in account.balances
             if b.open_minor > 0
@@ -786,7 +794,7 @@ class CaseService:
                     "number": inv.invoice_number,
                     "currency": inv.currency,
                     "open_minor": inv.open_minor,
-                    "open": format_money(inv.open_minor, inv.currency, locale),
+                    "open": money(inv.open_minor, inv.currency),
                     "due_date": inv.due_date.isoformat(),
                     "days_past_due": inv.days_past_due,
                 }
