@@ -264,9 +264,9 @@ def postgres_cpu(pg: Any) -> float | None:
     (None with ``$DATABASE_URL``'s server, whose other users would be counted too)."""
     if pg is None:
         return None
-    import psutil  # type: ignore[import-untyped]  (no stubs; only this bench needs it)
+    import psutil  # type: ignore[import-untyped]
 
-    pid = int((Path(pg.data_dir) / "postmaster.pid").read_text().split()[0])
+    pid = int((Path(pg.pgdata) / "postmaster.pid").read_text().split()[0])
     server = psutil.Process(pid)
     total = server.cpu_times()
     cpu = float(total.user + total.system + total.children_user + total.children_system)
