@@ -3,8 +3,10 @@ and their notifications requested (written to the outbox); plus the worklist que
 1,000,000 cases.
 
 ``python -m bench.case_manager_timers`` (needs nothing running: uses ``$DATABASE_URL``'s server or
-an embedded PostgreSQL). ``ARREARS_BENCH_TIMERS`` (default 20000; the target is 100000) and ``ARREARS_BENCH_CASES``
-(default 1000000) size it. The tests reuse :func:`seed_due_accounts` and the ``worker`` command.
+an embedded PostgreSQL). ``ARREARS_BENCH_TIMERS`` / ``--timers`` (default 20000; the target is 100000) and
+``ARREARS_BENCH_CASES`` / ``--cases`` (default 1000000) size it; ``--worklist-only`` runs the worklist part
+alone, ``--explain`` prints each worklist shape's plan. The tests reuse :func:`seed_due_accounts` and the
+``worker`` command.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import Select, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from arrears_case_manager.cases.repository import CaseRepository
 from arrears_case_manager.cases.service import CaseService
@@ -181,8 +183,22 @@ async def counts(url: str, prefix: str) -> dict[str, int]:
         await engine.dispose()
 
 
-async def worklist_p99(url: str, n_cases: int, queries: int = 400) -> dict[str, float]:
-    engine = create_async_engine(async_database_url(url), pool_size=2)
+WORKLIST_FILTERS: list[dict[str, Any]] = [
+    {},
+    {"statuses": ["open"]},
+    {"statuses": ["disputed"]},
+    {"statuses": ["resolved"]},
+    {"tier": "critical"},
+    {"assignee": "collector-7"},
+    {"currency": "USD", "min_amount_minor": 5_000_000},
+    {"stage": "overdue_30", "tier": "high"},
+    {"stage": "overdue_7", "currency": "GBP"},
+]
+
+
+async def seed_cases(url: str, n_cases: int) -> None:
+    """``n_cases`` cases, 7 in 8 active, spread over 400 days, 4 tiers, 5 stages, 4 currencies, 50 collectors."""
+    engine = create_async_engine(async_database_url(url))
     try:
         async with engine.begin() as conn:
             await conn.execute(
@@ -206,55 +222,87 @@ async def worklist_p99(url: str, n_cases: int, queries: int = 400) -> dict[str, 
                 ),
                 {"n": n_cases},
             )
-            await conn.execute(text("ANALYZE case_manager.cases"))
+        # What autovacuum would have done by now on a live table: visibility map and statistics.
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text("VACUUM ANALYZE case_manager.cases"))
+    finally:
+        await engine.dispose()
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """The nearest-rank ``q`` percentile of sorted values."""
+    return ordered[max(0, min(len(ordered) - 1, int(len(ordered) * q + 0.999999) - 1))]
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(_percentile(ordered, 0.95), 2),
+        "p99_ms": round(_percentile(ordered, 0.99), 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+async def _plan(session: AsyncSession, stmt: Select[Any]) -> str:
+    """The scan and sort nodes of ``EXPLAIN ANALYZE`` for ``stmt`` (which index serves the shape)."""
+    conn = await session.connection()
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = tuple(compiled.params[k] for k in compiled.positiontup or [])
+    result = await conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + str(compiled), params)
+    lines = [str(r[0]).strip() for r in result]
+    keep = ("Scan", "Sort", "Rows Removed", "Buffers", "Execution")
+    return " | ".join(line for line in lines if any(k in line for k in keep))
+
+
+async def worklist_p99(url: str, queries: int = 480, explain: bool = False) -> dict[str, float]:
+    """``queries`` worklist pages (limit 50) spread evenly over every filter x sort shape, a third of
+    them from a random cursor deep in the list; prints p50/p95/p99/max per shape and returns the overall."""
+    engine = create_async_engine(async_database_url(url), pool_size=2)
+    try:
         repo = CaseRepository()
         sessionmaker = make_sessionmaker(engine)
         rng = random.Random(7)
         timings: list[float] = []
-        by_filter: dict[str, list[float]] = {}
-        filters: list[dict[str, Any]] = [
-            {},
-            {"statuses": ["open"]},
-            {"tier": "critical"},
-            {"assignee": "collector-7"},
-            {"currency": "USD", "min_amount_minor": 5_000_000},
-            {"stage": "overdue_30", "tier": "high"},
-        ]
+        by_shape: dict[str, list[float]] = {}
+        shapes = [(f, sort) for f in WORKLIST_FILTERS for sort in ("priority", "age")]
         async with sessionmaker() as session:
+            if explain:
+                await session.execute(text("SET plan_cache_mode = force_custom_plan"))
             for i in range(queries):
-                f = dict(filters[i % len(filters)])
-                sort = "age" if i % 5 == 4 else "priority"
+                filters, sort = shapes[i % len(shapes)]
+                f = dict(filters)
                 after: tuple[Any, str] | None = None
-                if i % 3 == 2:
+                if (i // len(shapes)) % 3 == 2:
                     after = (
                         (rng.randrange(100_000_000), "wl-1")
                         if sort == "priority"
                         else (NOW - timedelta(days=rng.randrange(400)), "wl-1")
                     )
+                kwargs: dict[str, Any] = {
+                    "statuses": f.pop("statuses", list(ACTIVE)),
+                    "stage": f.pop("stage", None),
+                    "tier": f.pop("tier", None),
+                    "assignee": f.pop("assignee", None),
+                    "currency": f.pop("currency", None),
+                    "min_amount_minor": f.pop("min_amount_minor", None),
+                    "sort": sort,
+                    "after": after,
+                    "limit": 51,
+                }
                 start = time.perf_counter()
-                await repo.list_cases(
-                    session,
-                    statuses=f.pop("statuses", list(ACTIVE)),
-                    stage=f.pop("stage", None),
-                    tier=f.pop("tier", None),
-                    assignee=f.pop("assignee", None),
-                    currency=f.pop("currency", None),
-                    min_amount_minor=f.pop("min_amount_minor", None),
-                    sort=sort,
-                    after=after,
-                    limit=50,
-                )
+                await repo.list_cases(session, **kwargs)
                 elapsed = (time.perf_counter() - start) * 1000
                 timings.append(elapsed)
-                by_filter.setdefault(f"{filters[i % len(filters)]}/{sort}", []).append(elapsed)
-        timings.sort()
-        for name, values in sorted(by_filter.items()):
-            print(f"  {name}: max {max(values):.1f} ms, median {statistics.median(values):.1f} ms")
-        return {
-            "p50_ms": statistics.median(timings),
-            "p99_ms": timings[int(len(timings) * 0.99) - 1],
-            "max_ms": timings[-1],
-        }
+                name = f"{filters or 'active'} / {sort}"
+                by_shape.setdefault(name, []).append(elapsed)
+                if explain and i < len(shapes):
+                    print(f"  plan {name}: {await _plan(session, repo.worklist_statement(**kwargs))}")
+        for name, values in by_shape.items():
+            print(f"  {name}: {_summary(values)}")
+        return _summary(timings)
     finally:
         await engine.dispose()
 
@@ -293,12 +341,20 @@ def _database() -> tuple[str, Any]:
     return with_database(admin, name), pg
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     from arrears_case_manager.main import cli as _unused  # noqa: F401  (the package imports cleanly)
     from arrears_shared.migrations import upgrade
 
-    n_timers = int(os.environ.get("ARREARS_BENCH_TIMERS", "20000"))
-    n_cases = int(os.environ.get("ARREARS_BENCH_CASES", "1000000"))
+    parser = argparse.ArgumentParser(prog="python -m bench.case_manager_timers", description=__doc__)
+    parser.add_argument("--worklist-only", action="store_true", help="skip the timers (same as ARREARS_BENCH_TIMERS=0)")
+    parser.add_argument("--timers", type=int, default=int(os.environ.get("ARREARS_BENCH_TIMERS", "20000")))
+    parser.add_argument("--cases", type=int, default=int(os.environ.get("ARREARS_BENCH_CASES", "1000000")))
+    parser.add_argument("--queries", type=int, default=480, help="worklist pages, spread over every shape")
+    parser.add_argument("--explain", action="store_true", help="print each worklist shape's plan once")
+    args = parser.parse_args(argv or [])
+    n_timers = 0 if args.worklist_only else args.timers
     url, pg = _database()
     try:
         upgrade(
@@ -306,7 +362,7 @@ def main() -> None:
             async_database_url(url),
             "case_manager",
         )
-        print(f"load: {os.getloadavg()}")
+        print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load: {os.getloadavg()}")
         if n_timers:
             asyncio.run(seed_due_accounts(url, n_timers, "B"))
             pg_before = postgres_cpu(pg)
@@ -325,9 +381,15 @@ def main() -> None:
                 f"sweeper CPU {LAST_CPU} s ({cpu / n_timers * 1e6:.0f} us per timer); PostgreSQL CPU {pg_cpu}; "
                 f"load {os.getloadavg()}; {c}"
             )
-        if n_cases:
-            result = asyncio.run(worklist_p99(url, n_cases))
-            print(f"worklist over {n_cases} cases (+ the timers' cases), 400 queries, limit 50: {result}")
+        if args.cases:
+            asyncio.run(seed_cases(url, args.cases))
+            print(f"seeded {args.cases} cases; load: {os.getloadavg()}")
+            cpu = time.process_time()
+            result = asyncio.run(worklist_p99(url, args.queries, args.explain))
+            print(
+                f"worklist over {args.cases} cases (+ the timers' cases), {args.queries} queries, limit 50: "
+                f"{result}; bench process CPU {time.process_time() - cpu:.1f} s"
+            )
         print(f"load after: {os.getloadavg()}")
     finally:
         if pg is not None:
@@ -338,4 +400,4 @@ if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "worker":
         worker(sys.argv[2])
     else:
-        main()
+        main(sys.argv[1:])

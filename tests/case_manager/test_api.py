@@ -241,3 +241,20 @@ async def test_reports(api: SimpleNamespace) -> None:
     assert kpis["cases_by_stage"]["overdue_7"] >= 1
     assert any(d["currency"] == "JPY" and d["days"] is not None for d in kpis["dso"])
     assert "promise_kept_rate" in kpis
+
+
+async def test_kpis_period_parameters(api: SimpleNamespace) -> None:
+    r = await api.client.get("/v1/reports/kpis", headers=auth(api, "reader"))
+    assert r.json()["period"] == {"from": (TODAY - timedelta(days=89)).isoformat(), "to": TODAY.isoformat(), "days": 90}
+    r = await api.client.get(
+        "/v1/reports/kpis", params={"from": "2026-05-01", "to": "2026-05-20"}, headers=auth(api, "reader")
+    )
+    assert r.json()["period"] == {"from": "2026-05-01", "to": "2026-05-20", "days": 20}
+    assert isinstance(r.json()["collection_effectiveness_index"], list)
+    problem(
+        await api.client.get(
+            "/v1/reports/kpis", params={"from": "2026-05-21", "to": "2026-05-20"}, headers=auth(api, "reader")
+        ),
+        422,
+    )
+    problem(await api.client.get("/v1/reports/kpis", params={"from": "May"}, headers=auth(api, "reader")), 422)

@@ -18,7 +18,16 @@ from arrears_case_manager.auth import Principal
 from arrears_case_manager.cases.actions import CaseActions
 from arrears_case_manager.cases.schemas import PlanIn, PromiseIn
 from arrears_case_manager.cases.service import CaseService
-from arrears_case_manager.models import accounts, cases, outbox, payment_plans, promises, timeline
+from arrears_case_manager.models import (
+    accounts,
+    cases,
+    invoices_issued,
+    outbox,
+    payment_plans,
+    promises,
+    receivable_snapshots,
+    timeline,
+)
 from arrears_shared.clock import FixedClock
 from arrears_shared.db import make_sessionmaker
 from arrears_shared.events.v1 import AccountUpdated
@@ -83,8 +92,27 @@ async def _snapshot(session: AsyncSession, prefix: str) -> str:
             if event["type"] != "collections.notification.requested":
                 event.pop("id")  # random for every other event
             events.append(event)
+        history = {
+            "snapshots": [
+                dict(r._mapping)
+                for r in await session.execute(
+                    select(receivable_snapshots)
+                    .where(receivable_snapshots.c.account_id == account_id)
+                    .order_by(receivable_snapshots.c.currency, receivable_snapshots.c.day)
+                )
+            ],
+            "invoices": [
+                dict(r._mapping)
+                for r in await session.execute(
+                    select(invoices_issued)
+                    .where(invoices_issued.c.account_id == account_id)
+                    .order_by(invoices_issued.c.invoice_id)
+                )
+            ],
+        }
         out.append(
             {
+                "receivables": history,
                 "account": dict(acc._mapping),
                 "cases": account_cases,
                 "outbox": events,
@@ -188,6 +216,7 @@ async def test_a_batch_of_updates_and_a_sweep_give_what_one_at_a_time_gives(sess
     assert after_updates.count('"late_fee_assessed"') >= 1
     assert after_updates.count('"notification_skipped"') >= 1
     assert after_updates.count('"kind": "case_opened"') == 8  # 5 before; new, nomail, and open's second
+    assert after_updates.count('"invoice_id": "I2"') >= 2  # the KPIs' history: invoices issued in the batch
 
     # Time passes: the due timers fire, per account for one prefix and in one sweep for the other.
     clock.set(noon(DUE + timedelta(days=62)))

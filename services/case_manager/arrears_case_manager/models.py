@@ -36,6 +36,31 @@ accounts = Table(
 )
 Index("ix_case_manager_accounts_wake_at", accounts.c.wake_at, postgresql_where=accounts.c.wake_at.isnot(None))
 
+# Receivables history for the period KPIs (0004), written with each applied account state
+# (CaseRepository.record_receivables): an account's open and not-yet-due receivables per currency,
+# one row per day on which they changed (the latest row on or before a day is the balance that day).
+receivable_snapshots = Table(
+    "receivable_snapshots",
+    metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("currency", Text, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("open_minor", BigInteger, nullable=False),
+    Column("current_minor", BigInteger, nullable=False),
+)
+
+# Every invoice seen open in an account state: the credit sales of a period are those issued in it.
+invoices_issued = Table(
+    "invoices_issued",
+    metadata,
+    Column("account_id", Text, primary_key=True),
+    Column("invoice_id", Text, primary_key=True),
+    Column("currency", Text, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("issue_date", Date, nullable=False),
+)
+Index("ix_case_manager_invoices_issued_issue_date", invoices_issued.c.issue_date)
+
 cases = Table(
     "cases",
     metadata,
@@ -65,7 +90,7 @@ Index(
     postgresql_where=cases.c.status.notin_(["resolved", "written_off"]),
 )
 
-# The latest case of an account (0003).
+# The latest case of an account (0005).
 Index("ix_case_manager_cases_account_opened", cases.c.account_id, cases.c.opened_at)
 
 timeline = Table(

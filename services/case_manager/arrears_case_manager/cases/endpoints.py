@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -91,9 +92,18 @@ async def aging(session: SessionDep, service: CaseServiceDep, _who: Reader) -> d
 
 
 @router.get("/reports/kpis", tags=["reports"])
-async def kpis(session: SessionDep, service: CaseServiceDep, _who: Reader) -> dict[str, Any]:
-    """DSO (open receivables weighted by days since issue), promise-kept rate, recovery rate, cases by stage."""
-    return await service.kpis(session)
+async def kpis(
+    session: SessionDep,
+    service: CaseServiceDep,
+    _who: Reader,
+    first: date | None = Query(default=None, alias="from", description="First day (UTC); default: to - 89 days."),
+    last: date | None = Query(default=None, alias="to", description="Last day (UTC), inclusive; default: today."),
+) -> dict[str, Any]:
+    """Per currency over the period: DSO = E / S x days and CEI = (B + S - E) / (B + S - C) x 100 (B:
+    receivables at the start, S: credit sales in the period, E and C: total and not-yet-due receivables
+    at the end); promise-kept rate and recovery rate of what settled or closed in the period; cases by
+    stage and status now."""
+    return await service.kpis(session, first, last)
 
 
 async def _write(

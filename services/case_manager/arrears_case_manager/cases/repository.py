@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Row, Text, cast, func, insert, literal, select, text, tuple_, update
+from sqlalchemy import Row, Select, Text, cast, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,9 +17,48 @@ from arrears_case_manager.models import (
     cases,
     disputes,
     idempotency_keys,
+    invoices_issued,
     payment_plans,
     promises,
     timeline,
+)
+from arrears_shared.events.v1 import AccountUpdated
+
+# One statement (one round trip) for a whole batch of account states, arrays in: the invoices seen
+# open, then each account's receivables per currency when they changed.
+_RECORD_RECEIVABLES = text(
+    """
+    WITH invoices AS (
+        INSERT INTO case_manager.invoices_issued AS i (account_id, invoice_id, currency, amount_minor, issue_date)
+        SELECT * FROM unnest(CAST(:inv_acc AS text[]), CAST(:inv_id AS text[]), CAST(:inv_cur AS text[]),
+                             CAST(:inv_amount AS bigint[]), CAST(:inv_issued AS date[]))
+        ON CONFLICT (account_id, invoice_id) DO UPDATE
+        SET currency = EXCLUDED.currency, amount_minor = EXCLUDED.amount_minor, issue_date = EXCLUDED.issue_date
+        WHERE (i.currency, i.amount_minor, i.issue_date)
+              IS DISTINCT FROM (EXCLUDED.currency, EXCLUDED.amount_minor, EXCLUDED.issue_date)
+    ), n AS (
+        SELECT * FROM unnest(CAST(:acc AS text[]), CAST(:cur AS text[]), CAST(:day AS date[]),
+                             CAST(:open AS bigint[]), CAST(:current AS bigint[]))
+            AS t(account_id, currency, day, open_minor, current_minor)
+    ), a AS (
+        SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:days AS date[])) AS t(account_id, day)
+    ), last AS (
+        SELECT DISTINCT ON (s.account_id, s.currency) s.account_id, s.currency, s.open_minor, s.current_minor
+        FROM case_manager.receivable_snapshots s JOIN a ON a.account_id = s.account_id AND s.day <= a.day
+        ORDER BY s.account_id, s.currency, s.day DESC
+    ), candidates AS (
+        SELECT account_id, currency, day, open_minor, current_minor FROM n
+        UNION ALL
+        SELECT l.account_id, l.currency, a.day, 0, 0 FROM last l JOIN a USING (account_id)
+        WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.account_id = l.account_id AND n.currency = l.currency)
+    )
+    INSERT INTO case_manager.receivable_snapshots AS s (account_id, currency, day, open_minor, current_minor)
+    SELECT c.account_id, c.currency, c.day, c.open_minor, c.current_minor
+    FROM candidates c LEFT JOIN last l USING (account_id, currency)
+    WHERE l.account_id IS NULL OR l.open_minor <> c.open_minor OR l.current_minor <> c.current_minor
+    ON CONFLICT (account_id, currency, day)
+    DO UPDATE SET open_minor = EXCLUDED.open_minor, current_minor = EXCLUDED.current_minor
+    """
 )
 
 
@@ -43,6 +83,48 @@ class CaseRepository:
                 index_elements=[accounts.c.account_id],
                 set_={"version": stmt.excluded.version, "state": stmt.excluded.state, "updated_at": now},
             )
+        )
+
+    async def record_receivables(self, session: AsyncSession, states: Sequence[AccountUpdated]) -> None:
+        """Keep the receivables history the period KPIs need, from applied account states (call it where
+        account states are saved; a batch may hold several states of one account, in version order).
+
+        - ``receivable_snapshots``: per account and currency, the open and not-yet-due receivables on the
+          state's ``as_of`` day, written only when they differ from the latest row on or before that day;
+          a currency that left the state's balances is recorded as 0. Only the latest state of each
+          account in ``states`` is recorded (the day's last state is the day's balance).
+        - ``invoices_issued``: every invoice open in any of ``states`` (its total as last seen).
+        """
+        if not states:
+            return
+        latest: dict[str, AccountUpdated] = {}
+        invoices: dict[tuple[str, str], tuple[str, int, date]] = {}
+        for state in states:
+            if state.account_id not in latest or latest[state.account_id].version < state.version:
+                latest[state.account_id] = state
+            for i in state.open_invoices:
+                invoices[(state.account_id, i.invoice_id)] = (i.currency, i.amount_minor, i.issue_date)
+        snapshot_rows = [
+            (s.account_id, b.currency, s.as_of.astimezone(UTC).date(), b.open_minor, b.buckets.current)
+            for s in latest.values()
+            for b in s.balances
+        ]
+        await session.execute(
+            _RECORD_RECEIVABLES,
+            {
+                "inv_acc": [k[0] for k in invoices],
+                "inv_id": [k[1] for k in invoices],
+                "inv_cur": [v[0] for v in invoices.values()],
+                "inv_amount": [v[1] for v in invoices.values()],
+                "inv_issued": [v[2] for v in invoices.values()],
+                "accounts": list(latest),
+                "days": [s.as_of.astimezone(UTC).date() for s in latest.values()],
+                "acc": [r[0] for r in snapshot_rows],
+                "cur": [r[1] for r in snapshot_rows],
+                "day": [r[2] for r in snapshot_rows],
+                "open": [r[3] for r in snapshot_rows],
+                "current": [r[4] for r in snapshot_rows],
+            },
         )
 
     async def set_wake(self, session: AsyncSession, account_id: str, wake_at: datetime | None) -> None:
@@ -127,6 +209,36 @@ class CaseRepository:
         limit: int,
     ) -> list[Row[Any]]:
         """The worklist: keyset pagination on (priority, case_id) descending or (opened_at, case_id) ascending."""
+        stmt = self.worklist_statement(
+            statuses=statuses,
+            stage=stage,
+            tier=tier,
+            assignee=assignee,
+            currency=currency,
+            min_amount_minor=min_amount_minor,
+            sort=sort,
+            after=after,
+            limit=limit,
+        )
+        return list(await session.execute(stmt))
+
+    @staticmethod
+    def worklist_statement(
+        *,
+        statuses: list[str],
+        stage: str | None,
+        tier: str | None,
+        assignee: str | None,
+        currency: str | None,
+        min_amount_minor: int | None,
+        sort: str,
+        after: tuple[int | str, str] | None,
+        limit: int,
+    ) -> Select[Any]:
+        """The worklist page's query. Every shape is an index range scan in the sort's order (migration
+        0003): the active cases' (sort key, case_id, tier, stage, currency, assignee, overdue_minor)
+        indexes evaluate the equality and minimum-amount filters on the index entries, so a page reads
+        only the matching rows from the table; a single status has its own (status, sort key) indexes."""
         stmt = select(cases).where(cases.c.status.in_(statuses))
         if stage:
             stmt = stmt.where(cases.c.stage == stage)
@@ -150,7 +262,7 @@ class CaseRepository:
                     tuple_(cases.c.opened_at, cases.c.case_id) > tuple_(literal(after[0]), literal(after[1]))
                 )
             stmt = stmt.order_by(cases.c.opened_at, cases.c.case_id)
-        return list(await session.execute(stmt.limit(limit)))
+        return stmt.limit(limit)
 
     async def fees_assessed(self, session: AsyncSession, case_id: str) -> set[tuple[str, str]]:
         rows = await session.execute(
@@ -275,22 +387,31 @@ class CaseRepository:
             )
         )
 
-    async def dso(self, session: AsyncSession) -> list[Row[Any]]:
-        """Open receivables weighted by age since issue, per currency."""
-        return list(
-            await session.execute(
-                text(
-                    """
-                    SELECT i->>'currency' AS currency,
-                           sum((i->>'open_minor')::bigint) AS open_minor,
-                           sum((i->>'open_minor')::bigint
-                               * ((a.state->>'as_of')::date - (i->>'issue_date')::date)) AS weighted_days
-                    FROM case_manager.accounts a, jsonb_array_elements(a.state->'open_invoices') i
-                    GROUP BY 1 ORDER BY 1
-                    """
-                )
-            )
+    async def receivables_at(self, session: AsyncSession, day: date) -> dict[str, tuple[int, int]]:
+        """Per currency: (open, not yet due) receivables at the close of ``day``, from the history."""
+        rows = await session.execute(
+            text(
+                """
+                SELECT currency, sum(open_minor) AS open_minor, sum(current_minor) AS current_minor
+                FROM (SELECT DISTINCT ON (account_id, currency) currency, open_minor, current_minor
+                      FROM case_manager.receivable_snapshots
+                      WHERE day <= :day
+                      ORDER BY account_id, currency, day DESC) latest
+                GROUP BY currency
+                """
+            ),
+            {"day": day},
         )
+        return {str(r.currency): (int(r.open_minor), int(r.current_minor)) for r in rows}
+
+    async def credit_sales(self, session: AsyncSession, first: date, last: date) -> dict[str, int]:
+        """Per currency: the total of the invoices issued from ``first`` to ``last`` (inclusive)."""
+        rows = await session.execute(
+            select(invoices_issued.c.currency, func.sum(invoices_issued.c.amount_minor))
+            .where(invoices_issued.c.issue_date.between(first, last))
+            .group_by(invoices_issued.c.currency)
+        )
+        return {str(c): int(n) for c, n in rows}
 
     async def case_counts(self, session: AsyncSession) -> list[Row[Any]]:
         return list(
@@ -299,20 +420,33 @@ class CaseRepository:
             )
         )
 
-    async def promise_counts(self, session: AsyncSession) -> dict[str, int]:
-        rows = await session.execute(select(promises.c.status, func.count()).group_by(promises.c.status))
+    async def promise_counts(
+        self, session: AsyncSession, start: datetime | None = None, end: datetime | None = None
+    ) -> dict[str, int]:
+        """Promises by status: those pending now and, of the others, those settled in [start, end)."""
+        stmt = select(promises.c.status, func.count()).group_by(promises.c.status)
+        if start is not None and end is not None:
+            stmt = stmt.where(
+                (promises.c.status == "pending") | ((promises.c.settled_at >= start) & (promises.c.settled_at < end))
+            )
+        rows = await session.execute(stmt)
         return {str(s): int(n) for s, n in rows}
 
-    async def recovery(self, session: AsyncSession) -> list[Row[Any]]:
-        """Per currency: what closed cases owed when they opened, and how much of it closed as paid."""
-        return list(
-            await session.execute(
-                select(
-                    cases.c.currency,
-                    func.sum(cases.c.opened_overdue_minor).label("owed"),
-                    func.sum(cases.c.opened_overdue_minor).filter(cases.c.status == "resolved").label("recovered"),
-                )
-                .where(cases.c.status.in_(["resolved", "written_off"]), cases.c.currency.isnot(None))
-                .group_by(cases.c.currency)
+    async def recovery(
+        self, session: AsyncSession, start: datetime | None = None, end: datetime | None = None
+    ) -> list[Row[Any]]:
+        """Per currency: what cases closed in [start, end) owed when they opened, and how much of it closed
+        as paid."""
+        stmt = (
+            select(
+                cases.c.currency,
+                func.sum(cases.c.opened_overdue_minor).label("owed"),
+                func.sum(cases.c.opened_overdue_minor).filter(cases.c.status == "resolved").label("recovered"),
             )
+            .where(cases.c.status.in_(["resolved", "written_off"]), cases.c.currency.isnot(None))
+            .group_by(cases.c.currency)
+            .order_by(cases.c.currency)
         )
+        if start is not None and end is not None:
+            stmt = stmt.where(cases.c.closed_at >= start, cases.c.closed_at < end)
+        return list(await session.execute(stmt))

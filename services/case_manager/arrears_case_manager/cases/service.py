@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -53,6 +53,7 @@ from arrears_shared.money import exponent, format_money
 from arrears_shared.topics import EVENTS, NOTIFICATIONS
 
 SOURCE = "arrears/case-manager"
+KPI_DEFAULT_DAYS = 90
 SYSTEM = "system"
 
 
@@ -121,6 +122,7 @@ class CaseService:
             return  # stale or repeated: a newer state is already applied
         now = self.clock.now()
         await self.repo.save_account(session, update.account_id, update.version, update.model_dump(mode="json"), now)
+        await self.repo.record_receivables(session, [update])  # the KPIs' history: keep beside save_account
         await self.evaluate(session, update.account_id, now, update)
 
     async def on_delivery_updated(self, session: AsyncSession, _event: object, delivery: DeliveryUpdated) -> None:
@@ -171,6 +173,7 @@ class CaseService:
         now = self.clock.now()
         for update in fresh:
             await batch.evaluate(session, update.account_id, now, update)
+        await self.repo.record_receivables(session, fresh)  # the KPIs' history, as on_account_updated keeps it
         newest = {u.account_id: u for u in fresh}  # the last fresh one of an account is its newest
         for update in newest.values():
             state = JsonText(update.model_dump_json())  # what model_dump(mode="json") stores, serialized once
@@ -918,7 +921,17 @@ class CaseService:
             ]
         }
 
-    async def kpis(self, session: AsyncSession) -> dict[str, Any]:
+    async def kpis(self, session: AsyncSession, first: date | None = None, last: date | None = None) -> dict[str, Any]:
+        """The collection KPIs over the days ``first`` to ``last`` (inclusive; UTC days; default: the 90
+        days ending today). Per currency, never converted: with B the receivables at the close of the day
+        before ``first``, S the credit sales (invoices issued) in the period, E and C the total and the
+        not-yet-due receivables at the close of ``last``, and N the period's days:
+        DSO = E / S x N days; CEI = (B + S - E) / (B + S - C) x 100 (null when a divisor is not positive)."""
+        last = last or self.clock.now().astimezone(UTC).date()
+        first = first or last - timedelta(days=KPI_DEFAULT_DAYS - 1)
+        if first > last:
+            raise PermanentError("from is after to")
+        days = (last - first).days + 1
         by_stage: dict[str, int] = {}
         by_status: dict[str, int] = {}
         for r in await self.repo.case_counts(session):
@@ -926,17 +939,41 @@ class CaseService:
             if r.status not in CLOSED:
                 key = r.stage or "none"
                 by_stage[key] = by_stage.get(key, 0) + int(r.n)
-        promises = await self.repo.promise_counts(session)
+        period_start, period_end = _midnight(first), _midnight(last + timedelta(days=1))
+        promises = await self.repo.promise_counts(session, period_start, period_end)
         settled = promises.get("kept", 0) + promises.get("broken", 0)
-        return {
-            "dso": [
+        beginning = await self.repo.receivables_at(session, first - timedelta(days=1))
+        ending = await self.repo.receivables_at(session, last)
+        sales = await self.repo.credit_sales(session, first, last)
+        dso: list[dict[str, Any]] = []
+        cei: list[dict[str, Any]] = []
+        for currency in sorted(set(beginning) | set(ending) | set(sales)):
+            b, _ = beginning.get(currency, (0, 0))
+            e, c = ending.get(currency, (0, 0))
+            s = sales.get(currency, 0)
+            dso.append(
                 {
-                    "currency": r.currency,
-                    "open_minor": int(r.open_minor),
-                    "days": round(float(Decimal(r.weighted_days) / Decimal(r.open_minor)), 1) if r.open_minor else None,
+                    "currency": currency,
+                    "open_minor": e,
+                    "credit_sales_minor": s,
+                    "days": _ratio(e * days, s, 1),
                 }
-                for r in await self.repo.dso(session)
-            ],
+            )
+            cei.append(
+                {
+                    "currency": currency,
+                    "beginning_receivables_minor": b,
+                    "credit_sales_minor": s,
+                    "ending_receivables_minor": e,
+                    "ending_current_minor": c,
+                    "collected_minor": b + s - e,
+                    "cei": _ratio((b + s - e) * 100, b + s - c, 1),
+                }
+            )
+        return {
+            "period": {"from": first, "to": last, "days": days},
+            "dso": dso,
+            "collection_effectiveness_index": cei,
             "promise_kept_rate": round(promises.get("kept", 0) / settled, 4) if settled else None,
             "promises": promises,
             "recovery_rate": [
@@ -946,11 +983,8 @@ class CaseService:
                     "recovered_minor": int(r.recovered or 0),
                     "rate": round(int(r.recovered or 0) / int(r.owed), 4) if r.owed else None,
                 }
-                for r in await self.repo.recovery(session)
+                for r in await self.repo.recovery(session, period_start, period_end)
             ],
-            # CEI needs receivables and credit sales per period, which the case manager does not
-            # keep (it sees account snapshots, not the ledger's history): reported as not available.
-            "collection_effectiveness_index": None,
             "cases_by_stage": by_stage,
             "cases_by_status": by_status,
         }
@@ -993,6 +1027,14 @@ class WorklistQuery:
     sort: str = "priority"
     cursor: str | None = None
     limit: int = 50
+
+
+def _ratio(numerator: int, denominator: int, places: int) -> float | None:
+    """numerator / denominator rounded half-up to ``places`` decimals, exactly (None when not positive)."""
+    if denominator <= 0:
+        return None
+    quantum = Decimal(1).scaleb(-places)
+    return float((Decimal(numerator) / Decimal(denominator)).quantize(quantum, rounding=ROUND_HALF_UP))
 
 
 def _encode_cursor(key: int | str, case_id: str) -> str:

@@ -4,14 +4,14 @@ The set-based consumer and sweeper read the latest case of every account of a ba
 open case (a written-off debt does not reopen) in one statement; without this index that is a
 scan of the whole cases table per batch.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 """
 
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
