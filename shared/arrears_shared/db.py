@@ -6,10 +6,16 @@ import asyncio
 import logging
 import time
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 log = logging.getLogger(__name__)
+
+
+def _json_dumps(value: object) -> str:
+    """JSON/JSONB parameters, written by orjson (several times faster than the json module)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def make_engine(url: str, *, pool_size: int = 10, application_name: str = "arrears") -> AsyncEngine:
@@ -18,6 +24,8 @@ def make_engine(url: str, *, pool_size: int = 10, application_name: str = "arrea
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
         connect_args={"server_settings": {"application_name": application_name}},
     )
 

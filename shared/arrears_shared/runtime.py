@@ -69,6 +69,7 @@ class Runtime:
         self.relay = OutboxRelay(outbox_table, self.sessionmaker, None, poll_seconds=settings.outbox_poll_seconds)
         self.consumers: list[BatchConsumer] = []
         self._consumer_specs: list[tuple[str, list[str], EventRouter, Callable[[], None]]] = []
+        self._per_poll: set[str] = set()  # consumer groups that apply a whole poll in one transaction
         # Every consumer group this process runs and its topics, however the consumer is built
         # (the Kubernetes manifests' Kafka ACLs and autoscalers are checked against it).
         self.consumer_groups: dict[str, list[str]] = {}
@@ -80,11 +81,18 @@ class Runtime:
     # ------------------------------------------------------------------ composition
 
     def add_consumer(
-        self, group_id: str, topics: list[str], router: EventRouter, after_commit: Callable[[], None] | None = None
+        self,
+        group_id: str,
+        topics: list[str],
+        router: EventRouter,
+        after_commit: Callable[[], None] | None = None,
+        *,
+        one_transaction_per_poll: bool = False,
     ) -> None:
         """Consume ``topics`` as ``group_id`` through ``router`` (the consumer is built in :meth:`start`).
 
-        Skipped when the process runs as ``role=api``.
+        Skipped when the process runs as ``role=api``. ``one_transaction_per_poll``: see
+        :class:`BatchConsumer`.
         """
         if self.settings.role == "api":
             return
@@ -95,6 +103,8 @@ class Runtime:
                 after_commit()
 
         self._consumer_specs.append((group_id, topics, router, committed))
+        if one_transaction_per_poll:
+            self._per_poll.add(group_id)
         self.consumer_groups[group_id] = list(topics)
 
     def _build_consumers(self) -> None:
@@ -109,6 +119,7 @@ class Runtime:
                 max_retries=self.settings.kafka_max_retries,
                 batch_size=self.settings.kafka_consumer_batch,
                 after_commit=committed,
+                one_transaction_per_poll=group_id in self._per_poll,
             )
             self.consumers.append(consumer)
             self.add_loop(f"consumer:{group_id}", consumer.run, consumer.stop)

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import BaseModel
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -186,5 +186,58 @@ async def test_a_poison_event_in_a_run_falls_back_and_is_dead_lettered_alone(bro
         )
         assert dlq == [("failed", "2"), ("invalid_data", "3")]
         assert await committed_offset(broker, group, topic) == len(messages)
+    finally:
+        await cleanup(sessionmaker, group, applied_topic)
+
+
+async def test_one_transaction_per_poll_applies_every_partitions_batch_together(
+    broker: str, engine: AsyncEngine
+) -> None:
+    topic = await create_topic(broker, partitions=3)
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    applied_topic = f"{topic}.applied"
+    producer = AIOKafkaProducer(bootstrap_servers=broker, enable_idempotence=False)
+    await producer.start()
+    try:
+        for p in range(3):
+            for k in range(2):
+                await producer.send_and_wait(topic, event("test.a", id_=f"p{p}-{k}").to_json(), partition=p)
+        await producer.send_and_wait(topic, event("test.a", id_="p0-0").to_json(), partition=1)  # a duplicate
+    finally:
+        await producer.stop()
+    recorder = Recorder(Outbox(ingest_outbox), applied_topic)
+    router = EventRouter()
+    router.add_batch({"test.a": Counted}, recorder.batch)
+    sessionmaker = make_sessionmaker(engine)
+    consumer = BatchConsumer(
+        consumer=make_consumer(CommonSettings(kafka_bootstrap_servers=broker), group, [topic], "test"),
+        group_id=group,
+        sessionmaker=sessionmaker,
+        inbox=ingest_inbox,
+        outbox=Outbox(ingest_outbox),
+        router=router,
+        one_transaction_per_poll=True,
+    )
+    task = asyncio.create_task(consumer.run())
+    expected = sorted(f"p{p}-{k}" for p in range(3) for k in range(2))
+    try:
+        async with asyncio.timeout(60):
+            while sorted(i for call in recorder.calls for i in call) != expected:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    finally:
+        consumer.stop()
+        await task
+    try:
+        # Each event applied once (the duplicate in another partition skipped by the one inbox
+        # statement); the partitions that arrived in the same poll went in one call.
+        assert await applied_keys(sessionmaker, applied_topic) == expected
+        assert any(len({i.split("-")[0] for i in call if i != "p0-0"}) > 1 for call in recorder.calls)
+        check = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
+        await check.start()
+        try:
+            committed = [await check.committed(TopicPartition(topic, p)) for p in range(3)]
+        finally:
+            await check.stop()
+        assert committed == [2, 3, 2]
     finally:
         await cleanup(sessionmaker, group, applied_topic)

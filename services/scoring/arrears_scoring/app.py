@@ -69,8 +69,12 @@ def create_app(settings: ScoringSettings, runtime: Runtime | None = None) -> Fas
     publisher = AccountPublisher(
         ledger, runtime.sessionmaker, poll_seconds=settings.publish_seconds, on_published=runtime.relay.wake
     )
-    runtime.add_consumer("arrears-scoring", [LEDGER], ledger_router(ledger))
-    runtime.add_consumer("arrears-scoring-collections", [EVENTS], collections_router(ledger))
+    # An account's events all go to one partition, so the partitions of a poll never touch the
+    # same account: the whole poll is applied in one transaction (one documents statement).
+    runtime.add_consumer("arrears-scoring", [LEDGER], ledger_router(ledger), one_transaction_per_poll=True)
+    runtime.add_consumer(
+        "arrears-scoring-collections", [EVENTS], collections_router(ledger), one_transaction_per_poll=True
+    )
     runtime.add_loop("account-publisher", publisher.run, publisher.stop)
     refresher = ModelRefresher(runtime, ledger, queries, settings.model_refresh_seconds)
     runtime.add_loop("model-refresh", refresher.run, refresher.stop)

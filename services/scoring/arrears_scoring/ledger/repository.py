@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, tuple_
+import orjson
+from sqlalchemy import Text, any_, bindparam, delete, func, insert, select, text, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,6 +60,13 @@ _STORE_MANY = text(
     "SELECT unnest(CAST(:accounts AS text[])), CAST(:since AS timestamptz) ON CONFLICT DO NOTHING"
 )
 
+
+def _any(ids: Sequence[str]) -> Any:
+    """``= ANY(:ids)`` with the ids as one array parameter: the statement's text is the same however
+    many ids (an IN list is a new statement, compiled, prepared and planned, per length)."""
+    return any_(bindparam("ids", list(ids), type_=ARRAY(Text)))
+
+
 COLUMNS = (documents.c.kind, documents.c.doc_id, documents.c.ref_id, documents.c.data, documents.c.at)
 
 
@@ -104,7 +112,7 @@ class LedgerRepository:
             params[f"{prefix}_kind"] = [d[1].kind for d in docs]
             params[f"{prefix}_doc"] = [d[1].doc_id for d in docs]
             params[f"{prefix}_ref"] = [d[1].ref_id for d in docs]
-            params[f"{prefix}_data"] = [json.dumps(d[1].data, separators=(",", ":")) for d in docs]
+            params[f"{prefix}_data"] = [orjson.dumps(d[1].data).decode() for d in docs]
             params[f"{prefix}_at"] = [d[1].at for d in docs]
             params[f"{prefix}_event"] = [d[2] for d in docs]
         await session.execute(_STORE_MANY, params)
@@ -181,7 +189,7 @@ class LedgerRepository:
         )
         ids = list(rows)
         if ids:
-            await session.execute(delete(dirty_accounts).where(dirty_accounts.c.account_id.in_(ids)))
+            await session.execute(delete(dirty_accounts).where(dirty_accounts.c.account_id == _any(ids)))
         return ids
 
     async def current_version(self, session: AsyncSession, account_id: str) -> int:
@@ -225,7 +233,7 @@ class LedgerRepository:
                 for s in saved
             ],
         )
-        await session.execute(delete(open_items).where(open_items.c.account_id.in_(ids)))
+        await session.execute(delete(open_items).where(open_items.c.account_id == _any(ids)))
         item_rows = [
             {
                 "account_id": s.update.account_id,
@@ -240,7 +248,7 @@ class LedgerRepository:
         ]
         if item_rows:
             await session.execute(insert(open_items), item_rows)
-        await session.execute(delete(account_balances).where(account_balances.c.account_id.in_(ids)))
+        await session.execute(delete(account_balances).where(account_balances.c.account_id == _any(ids)))
         balance_rows = [
             {
                 "account_id": s.update.account_id,
@@ -259,7 +267,7 @@ class LedgerRepository:
         self, session: AsyncSession, account_ids: Sequence[str]
     ) -> dict[str, tuple[Customer | None, Documents]]:
         rows = await session.execute(
-            select(documents.c.account_id, *COLUMNS).where(documents.c.account_id.in_(list(account_ids)))
+            select(documents.c.account_id, *COLUMNS).where(documents.c.account_id == _any(account_ids))
         )
         grouped: dict[str, list[Row]] = {a: [] for a in account_ids}
         for account_id, *rest in rows:
@@ -268,7 +276,7 @@ class LedgerRepository:
 
     async def versions(self, session: AsyncSession, account_ids: Sequence[str]) -> dict[str, int]:
         rows = await session.execute(
-            select(accounts.c.account_id, accounts.c.version).where(accounts.c.account_id.in_(list(account_ids)))
+            select(accounts.c.account_id, accounts.c.version).where(accounts.c.account_id == _any(account_ids))
         )
         return {a: int(v) for a, v in rows}
 
