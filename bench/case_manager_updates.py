@@ -77,6 +77,7 @@ async def _consume(url: str, bootstrap: str, n: int) -> tuple[float, float, int]
         inbox=inbox,
         outbox=Outbox(outbox),
         router=case_router(service),
+        one_transaction_per_poll=True,  # as the service runs it (app.py)
     )
     start = time.perf_counter()
     first: tuple[float, int] | None = None
