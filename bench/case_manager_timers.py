@@ -12,6 +12,7 @@ alone, ``--explain`` prints each worklist shape's plan. The tests reuse :func:`s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import resource
@@ -39,6 +40,7 @@ from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.settings import async_database_url
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+LAST_CPU: list[float] = []  # CPU seconds of each sweeper process of the last run_replicas
 
 
 def _state(account_id: str, due: date) -> dict[str, Any]:
@@ -100,7 +102,9 @@ async def seed_due_accounts(url: str, n: int, prefix: str) -> None:
 async def _sweep_all(url: str, batch: int) -> int:
     engine = create_async_engine(async_database_url(url), pool_size=2)
     service = CaseService(Outbox(outbox), FixedClock(NOW), load_policy(None), "https://pay.example/{account_id}")
-    sweeper = Sweeper(service, make_sessionmaker(engine), interval=0.05, batch=batch)
+    # The deployed default interval: it also spaces the due-timer gauges' count while a backlog is worked off.
+    interval = float(os.environ.get("ARREARS_CASES_SWEEP_SECONDS", "5"))
+    sweeper = Sweeper(service, make_sessionmaker(engine), interval=interval, batch=batch)
     fired = 0
     idle = 0
     try:
@@ -115,14 +119,19 @@ async def _sweep_all(url: str, batch: int) -> int:
     return fired
 
 
-def worker(url: str, batch: int = 200) -> None:
+def worker(url: str, batch: int | None = None) -> None:
+    if batch is None:  # the service's setting (ARREARS_CASES_SWEEP_BATCH), as a deployed sweeper uses it
+        batch = int(os.environ.get("ARREARS_CASES_SWEEP_BATCH", "500"))
+    start = time.process_time()
     fired = asyncio.run(_sweep_all(url, batch))
+    cpu = time.process_time() - start
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"fired={fired} max_rss_mb={rss_mb:.0f}", flush=True)
+    print(f"fired={fired} max_rss_mb={rss_mb:.0f} cpu_s={cpu:.2f}", flush=True)
 
 
 def run_replicas(url: str, replicas: int = 2) -> tuple[list[int], list[float], float]:
-    """Start ``replicas`` sweeper processes at once; (fired per process, max RSS MB each, seconds)."""
+    """Start ``replicas`` sweeper processes at once; (fired per process, max RSS MB each, seconds).
+    Each process's CPU seconds are printed (``last_cpu``)."""
     start = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -145,6 +154,7 @@ def run_replicas(url: str, replicas: int = 2) -> tuple[list[int], list[float], f
             fields[name] = value
         fired.append(int(fields["fired"]))
         rss.append(float(fields["max_rss_mb"]))
+        LAST_CPU.append(float(fields.get("cpu_s", "nan")))
     return fired, rss, time.perf_counter() - start
 
 
@@ -297,6 +307,24 @@ async def worklist_p99(url: str, queries: int = 480, explain: bool = False) -> d
         await engine.dispose()
 
 
+def postgres_cpu(pg: Any) -> float | None:
+    """CPU seconds the embedded PostgreSQL server has used so far, its ended backends included
+    (None with ``$DATABASE_URL``'s server, whose other users would be counted too)."""
+    if pg is None:
+        return None
+    import psutil  # type: ignore[import-untyped]
+
+    pid = int((Path(pg.pgdata) / "postmaster.pid").read_text().split()[0])
+    server = psutil.Process(pid)
+    total = server.cpu_times()
+    cpu = float(total.user + total.system + total.children_user + total.children_system)
+    for child in server.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = child.cpu_times()
+            cpu += times.user + times.system
+    return cpu
+
+
 def _database() -> tuple[str, Any]:
     from arrears_dev.stack import EmbeddedPostgres, create_database, free_port, with_database
 
@@ -337,11 +365,21 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, load: {os.getloadavg()}")
         if n_timers:
             asyncio.run(seed_due_accounts(url, n_timers, "B"))
+            pg_before = postgres_cpu(pg)
             fired, rss, seconds = run_replicas(url, 2)
+            pg_after = postgres_cpu(pg)
+            pg_cpu = (
+                f"{pg_after - pg_before:.1f} s ({(pg_after - pg_before) / n_timers * 1e6:.0f} us per timer)"
+                if pg_before is not None and pg_after is not None
+                else "not measured"
+            )
             c = asyncio.run(counts(url, "B"))
+            cpu = sum(LAST_CPU)
             print(
                 f"timers: {n_timers} due timers fired by 2 sweeper processes in {seconds:.1f} s "
-                f"({n_timers / seconds:.0f}/s); fired per process {fired}; max RSS per process {rss} MB; {c}"
+                f"({n_timers / seconds:.0f}/s); fired per process {fired}; max RSS per process {rss} MB; "
+                f"sweeper CPU {LAST_CPU} s ({cpu / n_timers * 1e6:.0f} us per timer); PostgreSQL CPU {pg_cpu}; "
+                f"load {os.getloadavg()}; {c}"
             )
         if args.cases:
             asyncio.run(seed_cases(url, args.cases))

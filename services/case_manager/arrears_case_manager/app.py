@@ -31,7 +31,11 @@ def create_app(settings: CaseSettings, runtime: Runtime | None = None) -> FastAP
         settings.payment_link_template,
         timedelta(hours=settings.notification_ttl_hours),
     )
-    runtime.add_consumer("arrears-case-manager", [ACCOUNTS, DELIVERIES], case_router(service))
+    # An account's updates share a partition and a delivery update only adds a timeline row, so the batches
+    # of every partition of a poll are applied together (one transaction, one apply_updates call).
+    runtime.add_consumer(
+        "arrears-case-manager", [ACCOUNTS, DELIVERIES], case_router(service), one_transaction_per_poll=True
+    )
     sweeper = Sweeper(service, runtime.sessionmaker, settings.sweep_seconds, settings.sweep_batch, runtime.relay.wake)
     runtime.add_loop("timer-sweeper", sweeper.run, sweeper.stop)
 

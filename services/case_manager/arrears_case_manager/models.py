@@ -90,6 +90,9 @@ Index(
     postgresql_where=cases.c.status.notin_(["resolved", "written_off"]),
 )
 
+# The latest case of an account (0005).
+Index("ix_case_manager_cases_account_opened", cases.c.account_id, cases.c.opened_at)
+
 timeline = Table(
     "timeline",
     metadata,

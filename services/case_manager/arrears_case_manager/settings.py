@@ -23,7 +23,13 @@ class CaseSettings(CommonSettings):
         validation_alias="ARREARS_CASES_SWEEP_SECONDS",
         description="How often the timer sweeper looks for due cases.",
     )
-    sweep_batch: int = Field(default=500, ge=1, validation_alias="ARREARS_CASES_SWEEP_BATCH")
+    sweep_batch: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        validation_alias="ARREARS_CASES_SWEEP_BATCH",
+        description="Due timers one sweep claims and fires together (one transaction, bulk writes) per replica.",
+    )
     notification_ttl_hours: int = Field(
         default=72,
         ge=1,

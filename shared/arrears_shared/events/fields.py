@@ -47,11 +47,19 @@ def _territories() -> frozenset[str]:
 
 
 def _check_language(tag: str) -> str:
+    if not _known_language(tag):
+        raise ValueError(f"{tag!r} is not a BCP 47 language tag Arrears knows, e.g. en, de-CH")
+    return tag
+
+
+@lru_cache(maxsize=1024)
+def _known_language(tag: str) -> bool:
+    """Whether Babel knows ``tag`` (remembered: every event with a customer checks one)."""
     try:
         Locale.parse(tag, sep="-" if "-" in tag else "_")
     except (ValueError, UnknownLocaleError):
-        raise ValueError(f"{tag!r} is not a BCP 47 language tag Arrears knows, e.g. en, de-CH") from None
-    return tag
+        return False
+    return True
 
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")

@@ -1,4 +1,5 @@
-"""ar.accounts.v1 and collections.deliveries.v1 → the case service."""
+"""ar.accounts.v1 and collections.deliveries.v1 → the case service. A run of account updates is applied
+in one call (:meth:`CaseService.apply_updates`); if that fails, the consumer applies them one by one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,6 @@ from arrears_shared.messaging.consumer import EventRouter
 
 def case_router(service: CaseService) -> EventRouter:
     router = EventRouter()
-    router.add("ar.account.updated", AccountUpdated, service.on_account_updated)
+    router.add_batch({"ar.account.updated": AccountUpdated}, service.apply_updates)
     router.add("collections.delivery.updated", DeliveryUpdated, service.on_delivery_updated)
     return router

@@ -1,4 +1,4 @@
-"""The only place the case manager's tables are queried."""
+"""The only place the case manager's tables are queried (batch.py holds the set-based reads and writes)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, func, insert, literal, select, text, tuple_, update
+from sqlalchemy import Row, Select, Text, cast, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -130,16 +130,23 @@ class CaseRepository:
     async def set_wake(self, session: AsyncSession, account_id: str, wake_at: datetime | None) -> None:
         await session.execute(update(accounts).where(accounts.c.account_id == account_id).values(wake_at=wake_at))
 
-    async def due_accounts(self, session: AsyncSession, now: datetime, limit: int) -> list[str]:
-        """Accounts whose timer has fired, locked so that no other replica takes them."""
+    async def account_versions(self, session: AsyncSession, account_ids: list[str]) -> dict[str, int]:
         rows = await session.execute(
-            select(accounts.c.account_id)
+            select(accounts.c.account_id, accounts.c.version).where(accounts.c.account_id.in_(account_ids))
+        )
+        return {str(a): int(v) for a, v in rows}
+
+    async def claim_due(self, session: AsyncSession, now: datetime, limit: int) -> list[tuple[str, str]]:
+        """Accounts whose timer has fired, oldest first, with their states as JSON text (parsed straight
+        into the model); their rows locked so that no other replica takes them (FOR UPDATE SKIP LOCKED)."""
+        rows = await session.execute(
+            select(accounts.c.account_id, cast(accounts.c.state, Text))
             .where(accounts.c.wake_at <= now)
             .order_by(accounts.c.wake_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return list(rows.scalars())
+        return [(str(a), str(s)) for a, s in rows]
 
     async def due_summary(self, session: AsyncSession, now: datetime) -> tuple[int, datetime | None]:
         """How many timers are due and unfired, and the oldest one's time (for the operator's metrics)."""

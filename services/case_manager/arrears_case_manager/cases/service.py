@@ -5,6 +5,10 @@ arrived or a timer fired; both paths hold the account's advisory lock, so the co
 number of sweeper replicas never act on one account at once. A case entering a level fires that
 level's channels and actions once (notification ids are derived from case and level, so even a
 replay would be deduplicated downstream) and never replays the levels it skipped.
+
+The consumer (:meth:`CaseService.apply_updates`) and the sweeper (:meth:`CaseService.sweep`) apply
+many accounts at once: the same :meth:`CaseService.evaluate` runs for each, over rows loaded in a few
+statements and with its writes done in bulk at the end (see :mod:`arrears_case_manager.cases.batch`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -21,6 +26,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from arrears_case_manager.cases.batch import (
+    BatchRepository,
+    BufferedOutbox,
+    JsonText,
+    lock_accounts,
+    try_lock_accounts,
+)
 from arrears_case_manager.cases.fees import fees_for
 from arrears_case_manager.cases.repository import CaseRepository
 from arrears_case_manager.cases.state import ACTIVE, CLOSED, ESCALATING, transition
@@ -132,14 +144,72 @@ class CaseService:
             },
         )
 
-    async def sweep(self, session: AsyncSession, limit: int) -> int:
-        """Fire every timer that is due (called by each replica's sweeper loop)."""
+    async def apply_updates(self, session: AsyncSession, events: Sequence[tuple[object, AccountUpdated]]) -> None:
+        """Apply a run of account updates as :meth:`on_account_updated` would one after another, with a
+        few statements for the whole run (the consumer's batch route).
+
+        The accounts' advisory locks are taken in one order; an update not newer than the account's
+        applied version is skipped. Every newer update is evaluated in arrival order, intermediate
+        versions included (a version that settled the debt resolves the case even if a later one in
+        the batch owes again), against rows loaded once and writes kept in memory; only the newest
+        state per account is stored. All-or-nothing: on error the consumer applies the run one by one.
+        """
+        updates = [u for _, u in events]
+        if not updates:
+            return
+        await lock_accounts(session, (u.account_id for u in updates))
+        known = await self.repo.account_versions(session, sorted({u.account_id for u in updates}))
+        fresh: list[AccountUpdated] = []
+        for update in updates:
+            applied = known.get(update.account_id)
+            if applied is not None and applied >= update.version:
+                continue  # stale or repeated: a newer state is already applied
+            known[update.account_id] = update.version
+            fresh.append(update)
+        if not fresh:
+            return
+        batch, repo, outbox = self._batch()
+        await repo.load(session, [u.account_id for u in fresh])
         now = self.clock.now()
-        due = await self.repo.due_accounts(session, now, limit)
-        for account_id in due:
-            await self.repo.lock_account(session, account_id)
-            await self.evaluate(session, account_id, now)
+        for update in fresh:
+            await batch.evaluate(session, update.account_id, now, update)
+        await self.repo.record_receivables(session, fresh)  # the KPIs' history, as on_account_updated keeps it
+        newest = {u.account_id: u for u in fresh}  # the last fresh one of an account is its newest
+        for update in newest.values():
+            state = JsonText(update.model_dump_json())  # what model_dump(mode="json") stores, serialized once
+            await repo.save_account(session, update.account_id, update.version, state, now)
+        await repo.flush(session)
+        await outbox.flush(session)
+
+    async def sweep(self, session: AsyncSession, limit: int) -> int:
+        """Fire up to ``limit`` due timers at once (each replica's sweeper loop); how many fired.
+
+        The due accounts are claimed with FOR UPDATE SKIP LOCKED, so two replicas never take the same
+        one; an account whose advisory lock is held elsewhere (an update or a command on it right now)
+        is left for a later sweep. Each is evaluated as of now: a case enters the level it has reached,
+        never replaying the ones it missed while nobody swept."""
+        now = self.clock.now()
+        due = await self.repo.claim_due(session, now, limit)
+        locked = await try_lock_accounts(session, (a for a, _ in due))
+        due = [(a, state) for a, state in due if a in locked]
+        if not due:
+            return 0
+        batch, repo, outbox = self._batch()
+        await repo.load(session, [a for a, _ in due])
+        for account_id, state in due:
+            await batch.evaluate(session, account_id, now, AccountUpdated.model_validate_json(state))
+        await repo.flush(session)
+        await outbox.flush(session)
         return len(due)
+
+    def _batch(self) -> tuple[CaseService, BatchRepository, BufferedOutbox]:
+        """This service over a :class:`BatchRepository` and a :class:`BufferedOutbox` (same policy, clock, links)."""
+        repo = BatchRepository(self.repo)
+        outbox = BufferedOutbox(self.outbox)
+        service = CaseService(
+            outbox, self.clock, self.policy, self.payment_link_template, self.notification_ttl, repository=repo
+        )
+        return service, repo, outbox
 
     async def due_summary(self, session: AsyncSession) -> tuple[int, float]:
         """Timers due and not fired yet, and how many seconds late the oldest is (0 when none)."""
@@ -703,11 +773,19 @@ class CaseService:
 
     def _base_variables(self, case_id: str, account: AccountUpdated, locale: str) -> dict[str, Any]:
         customer = account.customer
+        formatted: dict[tuple[int, str], str] = {}  # an account's only invoice is also its total: format once
+
+        def money(amount_minor: int, currency: str) -> str:
+            key = (amount_minor, currency)
+            if key not in formatted:
+                formatted[key] = format_money(amount_minor, currency, locale)
+            return formatted[key]
+
         totals = [
             {
                 "currency": b.currency,
                 "amount_minor": b.open_minor,
-                "formatted": format_money(b.open_minor, b.currency, locale),
+                "formatted": money(b.open_minor, b.currency),
             }
             for b in account.balances
             if b.open_minor > 0
@@ -719,7 +797,7 @@ class CaseService:
                     "number": inv.invoice_number,
                     "currency": inv.currency,
                     "open_minor": inv.open_minor,
-                    "open": format_money(inv.open_minor, inv.currency, locale),
+                    "open": money(inv.open_minor, inv.currency),
                     "due_date": inv.due_date.isoformat(),
                     "days_past_due": inv.days_past_due,
                 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +30,7 @@ class Sweeper:
         self.batch = batch
         self._stop = asyncio.Event()
         self.on_commit = on_commit
+        self._summary_at: float | None = None  # when the due-timer gauges were last set (monotonic)
 
     def stop(self) -> None:
         self._stop.set()
@@ -39,10 +41,15 @@ class Sweeper:
         TIMERS_FIRED.inc(fired)
         if fired and callable(self.on_commit):
             self.on_commit()
-        async with self.sessionmaker() as session, session.begin():
-            due, late = await self.service.due_summary(session)
-        TIMERS_DUE.set(due)
-        TIMERS_OLDEST_DUE.set(late)
+        # The gauges count every due timer: while a backlog is worked off in full batches, count it at most
+        # once per interval rather than after every batch (it would scan the whole backlog each time).
+        clock = time.monotonic()
+        if fired < self.batch or self._summary_at is None or clock - self._summary_at >= self.interval:
+            async with self.sessionmaker() as session, session.begin():
+                due, late = await self.service.due_summary(session)
+            TIMERS_DUE.set(due)
+            TIMERS_OLDEST_DUE.set(late)
+            self._summary_at = clock
         return fired
 
     async def run(self) -> None:

@@ -1,0 +1,409 @@
+"""Set-based evaluation: a whole consumer batch or sweep batch decided with a handful of statements.
+
+:class:`CaseService.evaluate` is the one place that decides what happens to an account's case. To
+apply many accounts at once without forking that logic, it runs against a :class:`BatchRepository`
+and a :class:`BufferedOutbox`: the rows it reads (open cases, the latest closed case, pending
+promises, active plans) are loaded for all accounts of the batch in a few statements up front, its
+writes are kept in memory (each read after a write sees it, as it would in the database) and
+written at the end in bulk: one insert of new cases, one executemany of case updates, one insert of
+timeline rows, one insert of outbox rows, one upsert of account states and one update of timers.
+The rare writes to promises and payment plans go to the database at once (and to the loaded rows).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    Table,
+    Text,
+    TextClause,
+    bindparam,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, distinct_on
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from arrears_case_manager.cases.repository import CaseRepository
+from arrears_case_manager.cases.state import CLOSED
+from arrears_case_manager.models import accounts, cases, payment_plans, promises, timeline
+from arrears_shared.events.envelope import CloudEvent
+from arrears_shared.messaging.outbox import Outbox, shard_of
+from arrears_shared.tracing import trace_headers
+
+# The columns an evaluation may change on an existing case (everything else is the API's).
+_EVALUATED = (
+    "status",
+    "stage",
+    "closed_at",
+    "closed_reason",
+    "next_action_at",
+    "paused_until",
+    "credit_hold",
+    "tier",
+    "currency",
+    "overdue_minor",
+    "priority",
+    "version",
+)
+# What the database fills in when a case is inserted without them (models.cases' server defaults).
+_CASE_DEFAULTS: dict[str, Any] = {
+    "stage": None,
+    "closed_at": None,
+    "next_action_at": None,
+    "assignee": None,
+    "credit_hold": "none",
+    "version": 1,
+    "tier": None,
+    "currency": None,
+    "overdue_minor": 0,
+    "opened_overdue_minor": 0,
+    "priority": 0,
+    "closed_reason": None,
+    "paused_until": None,
+}
+
+_UPSERT_ACCOUNT = (
+    "ON CONFLICT (account_id) DO UPDATE SET version = excluded.version, state = excluded.state, "
+    "updated_at = excluded.updated_at, wake_at = excluded.wake_at"
+)
+_LOCK_IN_ORDER = text(
+    "SELECT pg_advisory_xact_lock(h) FROM "
+    "(SELECT hashtext('cases:' || a) AS h FROM unnest(CAST(:ids AS text[])) AS a ORDER BY 1) AS s"
+)
+_TRY_LOCK = text(
+    "SELECT a FROM (SELECT a FROM unnest(CAST(:ids AS text[])) AS a ORDER BY hashtext('cases:' || a)) AS s "
+    "WHERE pg_try_advisory_xact_lock(hashtext('cases:' || a))"
+)
+_SET_WAKES = text(
+    "UPDATE case_manager.accounts AS t SET wake_at = v.w "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:wakes AS timestamptz[])) AS v(id, w) WHERE t.account_id = v.id"
+).bindparams(bindparam("ids", type_=ARRAY(Text)), bindparam("wakes", type_=ARRAY(DateTime(timezone=True))))
+
+
+def _array_of(column: Column[Any]) -> tuple[str, str]:
+    """The PostgreSQL array element type a column's values are sent as, and the cast back (JSONB goes as text)."""
+    kind = column.type
+    if isinstance(kind, JSONB):
+        return "text", "::jsonb"
+    if isinstance(kind, DateTime):
+        return "timestamptz", ""
+    if isinstance(kind, BigInteger):
+        return "int8", ""
+    if isinstance(kind, SmallInteger):
+        return "int2", ""
+    if isinstance(kind, Integer):
+        return "int4", ""
+    if isinstance(kind, LargeBinary):
+        return "bytea", ""
+    if isinstance(kind, Date):
+        return "date", ""
+    return "text", ""
+
+
+@functools.cache
+def _unnest_insert(table: Table, columns: tuple[str, ...], then: str = "") -> TextClause:
+    types = [_array_of(table.c[c]) for c in columns]
+    names = ", ".join(columns)
+    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, (t, _) in zip(columns, types, strict=True))
+    values = ", ".join(f"v.{c}{cast}" for c, (_, cast) in zip(columns, types, strict=True))
+    return text(
+        f'INSERT INTO "{table.schema}"."{table.name}" ({names}) '  # noqa: S608  (names from code, not input)
+        f"SELECT {values} FROM unnest({arrays}) AS v({names}) {then}"
+    )
+
+
+@functools.cache
+def _unnest_update(table: Table, key: str, columns: tuple[str, ...]) -> TextClause:
+    every = (key, *columns)
+    types = [_array_of(table.c[c]) for c in every]
+    names = ", ".join(every)
+    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, (t, _) in zip(every, types, strict=True))
+    sets = ", ".join(f"{c} = v.{c}{cast}" for c, (_, cast) in zip(columns, types[1:], strict=True))
+    return text(
+        f'UPDATE "{table.schema}"."{table.name}" AS t SET {sets} '  # noqa: S608  (names from code, not input)
+        f"FROM unnest({arrays}) AS v({names}) WHERE t.{key} = v.{key}"
+    )
+
+
+class JsonText(str):
+    """A value already serialized as JSON (a JSONB column's value is sent as is, not serialized again)."""
+
+    __slots__ = ()
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, JsonText) else orjson.dumps(value).decode()
+
+
+def _columns(table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """``rows`` as one array per column (JSONB values serialized, to be cast back in the statement)."""
+    out: dict[str, list[Any]] = {}
+    for c in columns:
+        values = [row[c] for row in rows]
+        if isinstance(table.c[c].type, JSONB):
+            values = [_json(v) for v in values]
+        out[c] = values
+    return out
+
+
+async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]], then: str = "") -> None:
+    """Insert ``rows`` (all with the same keys) in one statement of one shape whatever their number:
+    one array per column, unnested (no per-row parameters to build, and one plan for every batch).
+    ``then``: a constant ON CONFLICT clause, if any."""
+    if rows:
+        columns = tuple(rows[0])
+        await session.execute(_unnest_insert(table, columns, then), _columns(table, columns, rows))
+
+
+async def update_rows(session: AsyncSession, table: Table, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Update each row identified by ``key`` to the values in ``rows`` (all with the same keys), in one statement."""
+    if rows:
+        columns = tuple(c for c in rows[0] if c != key)
+        await session.execute(_unnest_update(table, key, columns), _columns(table, (key, *columns), rows))
+
+
+async def lock_accounts(session: AsyncSession, account_ids: Iterable[str]) -> None:
+    """Take the accounts' advisory locks (the ones :meth:`CaseRepository.lock_account` takes), all in
+    one statement and in one order, so that two batches sharing accounts never wait on each other in a cycle."""
+    ids = sorted(set(account_ids))
+    if ids:
+        await session.execute(_LOCK_IN_ORDER.bindparams(bindparam("ids", type_=ARRAY(Text))), {"ids": ids})
+
+
+async def try_lock_accounts(session: AsyncSession, account_ids: Iterable[str]) -> set[str]:
+    """Take the advisory locks of those accounts nobody else holds; the accounts locked.
+
+    The sweeper uses this: it already holds the accounts' rows (FOR UPDATE SKIP LOCKED), so waiting
+    for an account lock held by a consumer that waits for that row would deadlock. An account skipped
+    here is still due and is taken by a later sweep."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return set()
+    rows = await session.execute(_TRY_LOCK.bindparams(bindparam("ids", type_=ARRAY(Text))), {"ids": ids})
+    return set(rows.scalars())
+
+
+def _row(mapping: Mapping[Any, Any]) -> SimpleNamespace:
+    return SimpleNamespace(**mapping)
+
+
+def _copy(row: SimpleNamespace | None) -> Any:
+    """A snapshot, as a database read returns: later writes do not change what the caller holds."""
+    return None if row is None else SimpleNamespace(**vars(row))
+
+
+class BufferedOutbox(Outbox):
+    """Keeps the rows :meth:`Outbox.add` would insert, in order, and inserts them in one statement."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        super().__init__(outbox.table)
+        self.rows: list[dict[str, Any]] = []
+        self._carried: dict[str, str] | None = None
+
+    async def add(
+        self,
+        session: AsyncSession,
+        topic: str,
+        event: CloudEvent,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if self._carried is None:
+            self._carried = trace_headers()  # the trace of the work that emits them
+        k = key if key is not None else event.subject
+        self.rows.append(
+            {
+                "topic": topic,
+                "key": k,
+                "shard": shard_of(k),
+                "payload": event.to_json(),
+                "headers": {**self._carried, **headers} if headers else self._carried,
+            }
+        )
+
+    async def flush(self, session: AsyncSession) -> None:
+        await insert_rows(session, self.table, self.rows)
+        self.rows = []
+
+
+class BatchRepository(CaseRepository):
+    """Serves :meth:`CaseService.evaluate` for the accounts loaded by :meth:`load` from memory and keeps
+    its writes until :meth:`flush`. Only for accounts whose advisory locks the caller holds."""
+
+    def __init__(self, base: CaseRepository) -> None:
+        self.base = base
+        self._cases: dict[str, SimpleNamespace] = {}
+        self._open: dict[str, str] = {}  # account -> its open case
+        self._latest: dict[str, SimpleNamespace | None] = {}  # account -> its latest case
+        self._promises: dict[str, SimpleNamespace | None] = {}  # case -> its pending promise
+        self._plans: dict[str, SimpleNamespace | None] = {}  # case -> its active plan
+        self._new: dict[str, None] = {}  # cases created in this batch, in order
+        self._dirty: dict[str, None] = {}  # loaded cases changed in this batch
+        self._timeline: list[dict[str, Any]] = []
+        self._fees: dict[str, set[tuple[str, str]]] = {}
+        self._states: dict[str, dict[str, Any]] = {}
+        self._wakes: dict[str, datetime | None] = {}
+
+    async def load(self, session: AsyncSession, account_ids: Sequence[str]) -> None:
+        """Read what evaluating these accounts needs: their open cases (row-locked, in case id order),
+        the latest case of those without one, and the open cases' pending promises and active plans."""
+        ids = sorted(set(account_ids))
+        open_rows = await session.execute(
+            select(cases)
+            .where(cases.c.account_id.in_(ids), cases.c.status.notin_(list(CLOSED)))
+            .order_by(cases.c.case_id)
+            .with_for_update()
+        )
+        for r in open_rows:
+            row = _row(r._mapping)
+            self._cases[row.case_id] = row
+            self._open[row.account_id] = row.case_id
+            self._latest[row.account_id] = row
+        missing = [a for a in ids if a not in self._open]
+        if missing:
+            latest = await session.execute(
+                select(cases)
+                .where(cases.c.account_id.in_(missing))
+                .order_by(cases.c.account_id, cases.c.opened_at.desc())
+                .ext(distinct_on(cases.c.account_id))
+            )
+            for r in latest:
+                row = _row(r._mapping)
+                self._cases[row.case_id] = row
+                self._latest[row.account_id] = row
+            for a in missing:
+                self._latest.setdefault(a, None)
+        case_ids = list(self._open.values())
+        if case_ids:
+            for r in await session.execute(
+                select(promises).where(promises.c.case_id.in_(case_ids), promises.c.status == "pending")
+            ):
+                self._promises[r.case_id] = _row(r._mapping)
+            for r in await session.execute(
+                select(payment_plans).where(payment_plans.c.case_id.in_(case_ids), payment_plans.c.status == "active")
+            ):
+                self._plans[r.case_id] = _row(r._mapping)
+
+    # ------------------------------------------------------------------ reads, from memory
+
+    async def lock_account(self, session: AsyncSession, account_id: str) -> None:
+        if account_id not in self._latest:
+            raise RuntimeError("account not loaded into this batch")  # its lock was never taken
+
+    async def open_case(self, session: AsyncSession, account_id: str) -> Any:
+        case_id = self._open.get(account_id)
+        row = self._cases.get(case_id) if case_id is not None else None
+        if row is None or row.status in CLOSED:
+            return None
+        return _copy(row)
+
+    async def latest_case_for_account(self, session: AsyncSession, account_id: str) -> Any:
+        return _copy(self._latest.get(account_id))
+
+    async def get_case(self, session: AsyncSession, case_id: str) -> Any:
+        if case_id in self._cases:
+            return _copy(self._cases[case_id])
+        return await self.base.get_case(session, case_id)
+
+    async def pending_promise(self, session: AsyncSession, case_id: str) -> Any:
+        return _copy(self._promises.get(case_id))
+
+    async def active_plan(self, session: AsyncSession, case_id: str) -> Any:
+        return _copy(self._plans.get(case_id))
+
+    async def fees_assessed(self, session: AsyncSession, case_id: str) -> set[tuple[str, str]]:
+        stored = set() if case_id in self._new else await self.base.fees_assessed(session, case_id)
+        return stored | self._fees.get(case_id, set())
+
+    # ------------------------------------------------------------------ writes, kept until flush
+
+    async def save_account(
+        self, session: AsyncSession, account_id: str, version: int, state: dict[str, Any] | JsonText, now: datetime
+    ) -> None:
+        self._states[account_id] = {"account_id": account_id, "version": version, "state": state, "updated_at": now}
+
+    async def set_wake(self, session: AsyncSession, account_id: str, wake_at: datetime | None) -> None:
+        self._wakes[account_id] = wake_at
+
+    async def create_case(self, session: AsyncSession, values: dict[str, Any]) -> None:
+        row = _row({**_CASE_DEFAULTS, **values})
+        self._cases[row.case_id] = row
+        self._new[row.case_id] = None
+        self._open[row.account_id] = row.case_id
+        self._latest[row.account_id] = row
+
+    async def update_case(self, session: AsyncSession, case_id: str, **values: Any) -> None:
+        row = self._cases[case_id]
+        for name, value in values.items():
+            setattr(row, name, value)
+        row.version += 1
+        if case_id not in self._new:
+            self._dirty[case_id] = None
+
+    async def add_timeline(
+        self, session: AsyncSession, case_id: str, at: datetime, kind: str, actor: str, data: dict[str, Any]
+    ) -> None:
+        self._timeline.append({"case_id": case_id, "at": at, "kind": kind, "actor": actor, "data": data})
+        if kind == "late_fee_assessed":
+            self._fees.setdefault(case_id, set()).add((str(data["invoice_id"]), str(data["kind"])))
+
+    # Promises and plans change rarely (a kept or broken promise, an installment): written at once.
+
+    async def settle_promise(self, session: AsyncSession, promise_id: str, status: str, at: datetime) -> None:
+        await self.base.settle_promise(session, promise_id, status, at)
+        for case_id, promise in list(self._promises.items()):
+            if promise is not None and promise.promise_id == promise_id:
+                self._promises[case_id] = None
+
+    async def update_plan(self, session: AsyncSession, plan_id: str, **values: Any) -> None:
+        await self.base.update_plan(session, plan_id, **values)
+        for case_id, plan in list(self._plans.items()):
+            if plan is None or plan.plan_id != plan_id:
+                continue
+            for name, value in values.items():
+                setattr(plan, name, value)
+            if plan.status != "active":
+                self._plans[case_id] = None
+
+    async def flush(self, session: AsyncSession) -> None:
+        """Write everything kept, in an order the constraints accept: changed cases first (a case closed in
+        this batch before its account's next one opens), then new cases, then timeline rows."""
+        if self._dirty:
+            await update_rows(
+                session,
+                cases,
+                "case_id",
+                [{"case_id": c, **{n: getattr(self._cases[c], n) for n in _EVALUATED}} for c in self._dirty],
+            )
+        if self._new:
+            await insert_rows(session, cases, [vars(self._cases[c]) for c in self._new])
+        await insert_rows(session, timeline, self._timeline)
+        if self._states:
+            saved = []
+            for account_id, values in self._states.items():
+                saved.append({**values, "wake_at": self._wakes.pop(account_id, None)})
+            await insert_rows(session, accounts, saved, _UPSERT_ACCOUNT)
+        if self._wakes:
+            await session.execute(_SET_WAKES, {"ids": list(self._wakes), "wakes": list(self._wakes.values())})
+        self._new.clear()
+        self._dirty.clear()
+        self._timeline = []
+        self._states.clear()
+        self._wakes.clear()
