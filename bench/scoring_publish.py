@@ -23,7 +23,6 @@ from pathlib import Path
 import orjson
 
 from arrears_dev.stack import EmbeddedPostgres, free_port
-from arrears_scoring.ledger.documents import ledger_rows
 from arrears_scoring.ledger.service import LedgerService
 from arrears_scoring.models import outbox
 from arrears_scoring.risk.model import RiskModel
