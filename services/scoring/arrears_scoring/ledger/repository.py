@@ -8,8 +8,8 @@ from datetime import date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Text, any_, bindparam, delete, func, insert, select, text, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Text, any_, bindparam, delete, func, select, text, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,6 +65,39 @@ def _any(ids: Sequence[str]) -> Any:
     """``= ANY(:ids)`` with the ids as one array parameter: the statement's text is the same however
     many ids (an IN list is a new statement, compiled, prepared and planned, per length)."""
     return any_(bindparam("ids", list(ids), type_=ARRAY(Text)))
+
+
+_SAVE_STATES = text(
+    f"WITH old_items AS (DELETE FROM {open_items.fullname} WHERE account_id = ANY(CAST(:ids AS text[]))), "  # noqa: S608
+    f"old_balances AS (DELETE FROM {account_balances.fullname} WHERE account_id = ANY(CAST(:ids AS text[]))) "
+    f"INSERT INTO {accounts.fullname} (account_id, version, state, updated_at, tier, probability, "
+    "max_days_past_due, oldest_due_date, aged_on, base_logit) "
+    "SELECT a, v, s::jsonb, CAST(:at AS timestamptz), t, p, m, o, CAST(:aged_on AS date), b "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:versions AS int[]), CAST(:states AS text[]), "
+    "CAST(:tiers AS text[]), CAST(:probabilities AS float8[]), CAST(:max_dpd AS int[]), "
+    "CAST(:oldest AS date[]), CAST(:base_logits AS float8[])) AS u(a, v, s, t, p, m, o, b) "
+    "ON CONFLICT (account_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state, "
+    "updated_at = EXCLUDED.updated_at, tier = EXCLUDED.tier, probability = EXCLUDED.probability, "
+    "max_days_past_due = EXCLUDED.max_days_past_due, oldest_due_date = EXCLUDED.oldest_due_date, "
+    "aged_on = EXCLUDED.aged_on, base_logit = EXCLUDED.base_logit"
+)
+# Runs after _SAVE_STATES (a statement does not see its own CTEs' deletes, so the inserts of
+# rows with the deleted keys must come in the next one).
+_SAVE_ROWS = text(
+    f"WITH new_items AS (INSERT INTO {open_items.fullname} "  # noqa: S608
+    "(account_id, invoice_id, currency, open_minor, due_date, static_logit) "
+    "SELECT * FROM unnest(CAST(:i_account AS text[]), CAST(:i_invoice AS text[]), CAST(:i_currency AS text[]), "
+    "CAST(:i_open AS bigint[]), CAST(:i_due AS date[]), CAST(:i_logit AS float8[]))) "
+    f"INSERT INTO {account_balances.fullname} (account_id, currency, open_minor, overdue_minor, credit_minor) "
+    "SELECT * FROM unnest(CAST(:b_account AS text[]), CAST(:b_currency AS text[]), CAST(:b_open AS bigint[]), "
+    "CAST(:b_overdue AS bigint[]), CAST(:b_credit AS bigint[]))"
+)
+_LOAD_WITH_VERSIONS = text(
+    f"SELECT account_id, kind, doc_id, ref_id, data, at, NULL::int FROM {documents.fullname} "  # noqa: S608
+    "WHERE account_id = ANY(CAST(:ids AS text[])) "
+    f"UNION ALL SELECT account_id, NULL, NULL, NULL, NULL, NULL, version FROM {accounts.fullname} "
+    "WHERE account_id = ANY(CAST(:ids AS text[]))"
+).columns(data=JSONB)
 
 
 COLUMNS = (documents.c.kind, documents.c.doc_id, documents.c.ref_id, documents.c.data, documents.c.at)
@@ -197,71 +230,61 @@ class LedgerRepository:
         return int(version or 0)
 
     async def save_states(self, session: AsyncSession, saved: list[SavedState], at: datetime, aged_on: date) -> None:
-        """Many accounts' states and summaries in a handful of statements."""
+        """Many accounts' states and summaries in two statements whatever their number (columns
+        sent as arrays and unnested, so the text and plan are the same each time and nothing is
+        compiled per row): the states upserted and the old open items and balances deleted, then
+        the new open items and balances inserted."""
         if not saved:
             return
-        ids = [s.update.account_id for s in saved]
-        stmt = pg_insert(accounts)
-        summary_cols = (
-            "version",
-            "state",
-            "updated_at",
-            "tier",
-            "probability",
-            "max_days_past_due",
-            "oldest_due_date",
-            "aged_on",
-            "base_logit",
-        )
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[accounts.c.account_id], set_={k: stmt.excluded[k] for k in summary_cols}
-            ),
-            [
-                {
-                    "account_id": s.update.account_id,
-                    "version": s.update.version,
-                    "state": s.payload if s.payload is not None else s.update.model_dump(mode="json"),
-                    "updated_at": at,
-                    "tier": s.update.risk.tier,
-                    "probability": s.update.risk.probability,
-                    "max_days_past_due": s.update.max_days_past_due,
-                    "oldest_due_date": s.update.oldest_due_date,
-                    "aged_on": aged_on,
-                    "base_logit": s.base_logit,
-                }
+        params: dict[str, Any] = {
+            "ids": [s.update.account_id for s in saved],
+            "versions": [s.update.version for s in saved],
+            "states": [
+                orjson.dumps(s.payload if s.payload is not None else s.update.model_dump(mode="json")).decode()
                 for s in saved
             ],
+            "tiers": [s.update.risk.tier for s in saved],
+            "probabilities": [s.update.risk.probability for s in saved],
+            "max_dpd": [s.update.max_days_past_due for s in saved],
+            "oldest": [s.update.oldest_due_date for s in saved],
+            "base_logits": [s.base_logit for s in saved],
+            "at": at,
+            "aged_on": aged_on,
+        }
+        await session.execute(_SAVE_STATES, params)
+        items = [(s.update.account_id, i) for s in saved for i in s.items]
+        balances = [(s.update.account_id, b) for s in saved for b in s.update.balances]
+        await session.execute(
+            _SAVE_ROWS,
+            {
+                "i_account": [a for a, _ in items],
+                "i_invoice": [i.invoice_id for _, i in items],
+                "i_currency": [i.currency for _, i in items],
+                "i_open": [i.open_minor for _, i in items],
+                "i_due": [i.due_date for _, i in items],
+                "i_logit": [i.static_logit for _, i in items],
+                "b_account": [a for a, _ in balances],
+                "b_currency": [b.currency for _, b in balances],
+                "b_open": [b.open_minor for _, b in balances],
+                "b_overdue": [b.overdue_minor for _, b in balances],
+                "b_credit": [b.credit_minor for _, b in balances],
+            },
         )
-        await session.execute(delete(open_items).where(open_items.c.account_id == _any(ids)))
-        item_rows = [
-            {
-                "account_id": s.update.account_id,
-                "invoice_id": i.invoice_id,
-                "currency": i.currency,
-                "open_minor": i.open_minor,
-                "due_date": i.due_date,
-                "static_logit": i.static_logit,
-            }
-            for s in saved
-            for i in s.items
-        ]
-        if item_rows:
-            await session.execute(insert(open_items), item_rows)
-        await session.execute(delete(account_balances).where(account_balances.c.account_id == _any(ids)))
-        balance_rows = [
-            {
-                "account_id": s.update.account_id,
-                "currency": b.currency,
-                "open_minor": b.open_minor,
-                "overdue_minor": b.overdue_minor,
-                "credit_minor": b.credit_minor,
-            }
-            for s in saved
-            for b in s.update.balances
-        ]
-        if balance_rows:
-            await session.execute(insert(account_balances), balance_rows)
+
+    async def load_with_versions(
+        self, session: AsyncSession, account_ids: Sequence[str]
+    ) -> tuple[dict[str, tuple[Customer | None, Documents]], dict[str, int]]:
+        """:meth:`load_many` and :meth:`versions` in one round trip: every document of the accounts
+        and, on one extra row per published account (kind NULL), its current version."""
+        rows = await session.execute(_LOAD_WITH_VERSIONS, {"ids": list(account_ids)})
+        grouped: dict[str, list[Row]] = {a: [] for a in account_ids}
+        versions: dict[str, int] = {}
+        for account_id, kind, doc_id, ref_id, data, at, version in rows:
+            if kind is None:
+                versions[account_id] = int(version)
+            else:
+                grouped[account_id].append((kind, doc_id, ref_id, data, at))
+        return {a: from_rows(r) for a, r in grouped.items()}, versions
 
     async def load_many(
         self, session: AsyncSession, account_ids: Sequence[str]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from arrears_scoring.ledger.compute import Documents, LedgerState, compute
 from arrears_scoring.ledger.documents import case_rows, ledger_rows
 from arrears_scoring.ledger.repository import LedgerRepository, OpenItem, SavedState
-from arrears_scoring.risk.features import Record, SettledInvoice, invoice_features, known_before
+from arrears_scoring.risk.features import Record, SettledInvoice, history_features, invoice_features
 from arrears_scoring.risk.model import RiskModel, risk_from_contributions, sigmoid
 from arrears_scoring.risk.recommend import recommend
 from arrears_shared.clock import Clock
@@ -67,7 +68,22 @@ def score_account(
     state: LedgerState,
     today: date,
 ) -> Scored:
-    history = settled_history(docs, state)
+    """The account's risk and its open invoices with their late probabilities. The history is
+    sorted once; an invoice's known history is a prefix of it (settled before its issue date),
+    and the history features of each prefix are computed once however many invoices share it.
+    The result is exactly that of scoring each invoice on its own (``known_before`` and
+    ``invoice_features`` per invoice; tests/scoring/test_publish_fast_path.py compares them)."""
+    history = settled_history(docs, state)  # oldest settlement first: known_before's order
+    settled_days = [h.settled_date for h in history]
+    summaries: dict[int, dict[str, float]] = {}
+
+    def features_on(day: date, due: date, amount: int, open_due: list[date] | tuple[()] = ()) -> dict[str, float]:
+        k = bisect_left(settled_days, day)  # history[:k] is known_before(history, day)
+        summary = summaries.get(k)
+        if summary is None:
+            summary = summaries[k] = history_features(history[:k])
+        return invoice_features(history[:k], day, due, amount, open_due, summary)
+
     utilization = 0.0
     if customer and customer.credit_limit_minor and customer.currency:
         exposure = sum(b.open_minor - b.credit_minor for b in state.balances if b.currency == customer.currency)
@@ -78,38 +94,42 @@ def score_account(
         "credit_utilization": utilization,
     }
     dpd_feature = model.feature("days_past_due")
+    # (issue date, settled on or date.max while open, due date) of every live invoice, in docs order
+    live = [
+        (other.issue_date, state.settled[other.invoice_id] or date.max, other.due_date)
+        for other in docs.invoices.values()
+        if other.invoice_id in state.settled
+    ]
     per_invoice: list[dict[str, float]] = []
+    logits: list[float] = []
     invoices: list[OpenInvoice] = []
     items: list[OpenItem] = []
     for inv in state.open_invoices:
-        open_due = [
-            other.due_date
-            for other in docs.invoices.values()
-            if other.invoice_id in state.settled
-            and other.issue_date < inv.issue_date
-            and (state.settled[other.invoice_id] or date.max) >= inv.issue_date
-        ]
-        vec = invoice_features(
-            known_before(history, inv.issue_date), inv.issue_date, inv.due_date, inv.amount_minor, open_due
-        )
+        issued = inv.issue_date
+        open_due = [due for issue, until, due in live if issue < issued and until >= issued]
+        vec = features_on(issued, inv.due_date, inv.amount_minor, open_due)
         vec.update(account)
         vec["disputed"] = 1.0 if inv.disputed else 0.0
         vec["days_past_due"] = float(inv.days_past_due)
         contributions = model.contributions(vec)
         per_invoice.append(contributions)
         logit = model.intercept + sum(contributions.values())
+        logits.append(logit)
         static = logit - contributions.get("days_past_due", 0.0) if dpd_feature else logit
+        # a copy with the probability set, unvalidated as model_copy is (every other field is the
+        # validated open invoice's own)
         invoices.append(inv.model_copy(update={"late_probability": round(sigmoid(logit), 4)}))
         items.append(OpenItem(inv.invoice_id, inv.currency, inv.open_minor, inv.due_date, static))
     base_logit: float | None = None
     if not per_invoice:
-        vec = invoice_features(known_before(history, today), today, today + timedelta(days=30), 0)
+        vec = features_on(today, today + timedelta(days=30), 0)
         vec.update(account)
         vec["amount_ratio"] = 1.0
         contributions = model.contributions(vec)
         per_invoice.append(contributions)
         base_logit = model.intercept + sum(contributions.values())
-    return Scored(risk_from_contributions(per_invoice, model, thresholds), invoices, items, base_logit)
+        logits.append(base_logit)
+    return Scored(risk_from_contributions(per_invoice, model, thresholds, logits), invoices, items, base_logit)
 
 
 class LedgerService:
@@ -175,8 +195,7 @@ class LedgerService:
         """Publish the next version of many accounts: one load, one bulk write (the re-age)."""
         await self.repository.lock_accounts(session, account_ids)
         now = self.clock.now()
-        loaded = await self.repository.load_many(session, account_ids)
-        versions = await self.repository.versions(session, account_ids)
+        loaded, versions = await self.repository.load_with_versions(session, account_ids)
         saved: list[SavedState] = []
         for account_id in account_ids:
             customer, docs = loaded[account_id]
@@ -209,11 +228,23 @@ class LedgerService:
 
     @staticmethod
     def event(update: AccountUpdated, now: datetime, payload: dict[str, Any] | None = None) -> CloudEvent:
-        return new_event(
-            type="ar.account.updated",
-            source=SOURCE,
-            subject=update.account_id,
-            data=payload if payload is not None else update,
-            time=now,
+        if payload is None:
+            return new_event(
+                type="ar.account.updated",
+                source=SOURCE,
+                subject=update.account_id,
+                data=update,
+                time=now,
+                id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
+            )
+        # the envelope new_event would validate, built without validating the dumped state again
+        return CloudEvent.model_construct(
+            specversion="1.0",
             id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
+            source=SOURCE,
+            type="ar.account.updated",
+            time=now.astimezone(UTC),
+            subject=update.account_id,
+            datacontenttype="application/json",
+            data=payload,
         )

@@ -47,21 +47,14 @@ class SettledInvoice:
 RECENT = 5
 
 
-def invoice_features(
-    history: Sequence[SettledInvoice],
-    issue_date: date,
-    due_date: date,
-    amount_minor: int,
-    open_due_dates: Sequence[date] = (),
-) -> dict[str, float]:
-    """``history`` must already be limited to invoices settled before ``issue_date``, oldest
-    settlement first (:func:`known_before` does that); ``open_due_dates`` are the due dates of
-    the account's other invoices issued before and still open on ``issue_date``."""
-    overdue = [(issue_date - d).days for d in open_due_dates if d < issue_date]
+def history_features(history: Sequence[SettledInvoice]) -> dict[str, float]:
+    """The features of :func:`invoice_features` that depend on ``history`` alone (one account's
+    settled invoices known on a day), plus ``_mean_amount`` and ``_last_settled`` (an ordinal, or
+    0.0 with no history) from which :func:`invoice_features` derives the rest; computed once per
+    history, however many invoices share it."""
     n = len(history)
     late = [h.days_late for h in history]
     recent = late[-RECENT:]
-    mean_amount = sum(h.amount_minor for h in history) / n if n else 0.0
     return {
         "past_late_ratio": sum(1 for d in late if d > 0) / n if n else 0.0,
         "past_mean_days_late": sum(late) / n if n else 0.0,
@@ -69,9 +62,38 @@ def invoice_features(
         "last_days_late": float(late[-1]) if late else 0.0,
         "past_invoices_log": math.log1p(n),
         "no_history": 0.0 if n else 1.0,
-        "amount_ratio": amount_minor / mean_amount if mean_amount > 0 else 1.0,
         "past_dispute_ratio": sum(1 for h in history if h.disputed) / n if n else 0.0,
-        "days_since_last_settlement": float((issue_date - history[-1].settled_date).days) if n else 0.0,
+        "_mean_amount": sum(h.amount_minor for h in history) / n if n else 0.0,
+        "_last_settled": float(history[-1].settled_date.toordinal()) if n else 0.0,
+    }
+
+
+def invoice_features(
+    history: Sequence[SettledInvoice],
+    issue_date: date,
+    due_date: date,
+    amount_minor: int,
+    open_due_dates: Sequence[date] = (),
+    summary: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """``history`` must already be limited to invoices settled before ``issue_date``, oldest
+    settlement first (:func:`known_before` does that); ``open_due_dates`` are the due dates of
+    the account's other invoices issued before and still open on ``issue_date``. ``summary`` is
+    :func:`history_features` of ``history`` when the caller has it already."""
+    h = summary if summary is not None else history_features(history)
+    overdue = [(issue_date - d).days for d in open_due_dates if d < issue_date]
+    n = len(history)
+    mean_amount = h["_mean_amount"]
+    return {
+        "past_late_ratio": h["past_late_ratio"],
+        "past_mean_days_late": h["past_mean_days_late"],
+        "recent_late_ratio": h["recent_late_ratio"],
+        "last_days_late": h["last_days_late"],
+        "past_invoices_log": h["past_invoices_log"],
+        "no_history": h["no_history"],
+        "amount_ratio": amount_minor / mean_amount if mean_amount > 0 else 1.0,
+        "past_dispute_ratio": h["past_dispute_ratio"],
+        "days_since_last_settlement": float(issue_date.toordinal() - int(h["_last_settled"])) if n else 0.0,
         "terms_days": float((due_date - issue_date).days),
         "open_at_issue": float(len(open_due_dates)),
         "overdue_at_issue": float(len(overdue)),

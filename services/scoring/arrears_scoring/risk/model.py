@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -79,8 +80,15 @@ class RiskModel:
     def feature(self, name: str) -> Feature | None:
         return next((f for f in self.features if f.name == name), None)
 
+    @cached_property
+    def _terms(self) -> tuple[tuple[str, float, float, float], ...]:
+        return tuple((f.name, f.coef, f.center, f.cap) for f in self.features)
+
     def contributions(self, values: dict[str, float]) -> dict[str, float]:
-        return {f.name: f.contribution(values.get(f.name, f.center)) for f in self.features}
+        """Each feature's :meth:`Feature.contribution` (the same arithmetic, without a call per
+        feature: this runs for every open invoice of every published account)."""
+        get = values.get
+        return {name: coef * (min(get(name, center), cap) - center) for name, coef, center, cap in self._terms}
 
     def logit(self, values: dict[str, float]) -> float:
         return self.intercept + sum(self.contributions(values).values())
@@ -107,21 +115,30 @@ def risk_of(vectors: list[dict[str, float]], model: RiskModel, thresholds: tuple
 
 
 def risk_from_contributions(
-    per_invoice: list[dict[str, float]], model: RiskModel, thresholds: tuple[float, float, float]
+    per_invoice: list[dict[str, float]],
+    model: RiskModel,
+    thresholds: tuple[float, float, float],
+    logits: list[float] | None = None,
 ) -> Risk:
-    """:func:`risk_of` from each invoice's contributions, already computed."""
-    probabilities = [sigmoid(model.intercept + sum(c.values())) for c in per_invoice]
+    """:func:`risk_of` from each invoice's contributions, already computed (and, optionally, each
+    invoice's logit ``model.intercept + sum(contributions.values())``, already computed)."""
+    if logits is None:
+        logits = [model.intercept + sum(c.values()) for c in per_invoice]
+    probabilities = [sigmoid(x) for x in logits]
     probability = sum(probabilities) / len(probabilities)
+    n = len(per_invoice)
     totals: dict[str, float] = {}
-    for contributions in per_invoice:
-        for name, c in contributions.items():
-            totals[name] = totals.get(name, 0.0) + c / len(per_invoice)
+    for name in per_invoice[0]:
+        total = 0.0
+        for contributions in per_invoice:
+            total = total + contributions[name] / n
+        totals[name] = total
     reasons = sorted(totals.items(), key=lambda kv: abs(kv[1]), reverse=True)[:3]
     return Risk(
         probability=round(probability, 4),
         tier=tier_of(probability, thresholds),
         model_version=model.version,
-        reasons=[Reason(feature=k, contribution=round(v, 4)) for k, v in reasons if round(v, 4) != 0],
+        reasons=[Reason(feature=k, contribution=rounded) for k, v in reasons if (rounded := round(v, 4)) != 0],
     )
 
 
