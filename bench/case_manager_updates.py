@@ -126,11 +126,17 @@ async def _drive(url: str, n: int, procs: list[psutil.Process]) -> dict[str, Any
     the workers' CPU from their start to then (the group join included)."""
     engine = create_async_engine(async_database_url(url), pool_size=1)
     start = time.perf_counter()
+    before = ([_cpu(p) for p in procs], 0)  # the workers' CPU when the last poll saw nothing or little applied
     try:
         while True:
             await asyncio.sleep(0.1)
+            sample = [_cpu(p) for p in procs]
             async with engine.connect() as conn:
                 done = (await conn.execute(select(func.count()).select_from(inbox))).scalar_one()
+            if not done:
+                before = (sample, 0)
+            elif before[1] == 0:
+                before = (sample, done)  # the first applied batch: CPU from here is the steady state's
             if done >= n:
                 last = time.time()
                 took = time.perf_counter() - start
@@ -143,6 +149,8 @@ async def _drive(url: str, n: int, procs: list[psutil.Process]) -> dict[str, Any
                     "steady": last - first.timestamp(),
                     "cpu": cpu,
                     "peaks": peaks,
+                    "steady_cpu": sum(cpu) - sum(before[0]),
+                    "steady_events": n - before[1],
                 }
             for p in procs:
                 if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE:
@@ -207,8 +215,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{r['steady']:.1f} s from the first applied to the last, {n / r['steady']:.0f}/s "
             f"({r['seconds']:.1f} s from the start, the group join included: {n / r['seconds']:.0f}/s); "
             f"consumer CPU {cpu:.1f} s summed ({', '.join(f'{c:.1f}' for c in r['cpu'])}), "
-            f"{cpu / n * 1e6:.0f} us per update; peak RSS per process "
-            f"{', '.join(f'{m:.0f}' for m in r['peaks'])} MB; load before {load_before}, after {os.getloadavg()}"
+            f"{cpu / n * 1e6:.0f} us per update (after the first applied batch: {r['steady_cpu']:.1f} s for "
+            f"{r['steady_events']}, {r['steady_cpu'] / r['steady_events'] * 1e6:.0f} us per update); "
+            f"peak RSS per process {', '.join(f'{m:.0f}' for m in r['peaks'])} MB; "
+            f"load before {load_before}, after {os.getloadavg()}"
         )
     finally:
         for w in workers:
