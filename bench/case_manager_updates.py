@@ -1,21 +1,32 @@
 """Case manager: ``ar.account.updated`` events applied from Kafka per second (real broker, real
 consumer with inbox and outbox, real PostgreSQL), and the consumer process's memory.
 
-``python -m bench.case_manager_updates``; ``ARREARS_BENCH_UPDATES`` (default 20000) events over
-``ARREARS_BENCH_UPDATE_ACCOUNTS`` (default 5000) accounts: the first event of each account opens a
-case (notification requested), the later ones change its balance and re-evaluate it.
+``python -m bench.case_manager_updates [--replicas 1] [--updates 20000] [--accounts 5000]
+[--profile-dir DIR]``; ``--updates`` (or ``ARREARS_BENCH_UPDATES``) events over ``--accounts`` (or
+``ARREARS_BENCH_UPDATE_ACCOUNTS``) accounts: the first event of each account opens a case
+(notification requested), the later ones change its balance and re-evaluate it. The events are
+produced first; then ``--replicas`` consumer processes (each as the service runs it, one group,
+splitting the 12 partitions) apply them. Printed: the rate from the first applied to the last, the
+consumer CPU summed over the processes (from their start, so the group join is included), each
+process's peak RSS and the load average; ``--profile-dir`` writes a cProfile of each process.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import cProfile
 import os
-import resource
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import psutil
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -62,10 +73,11 @@ async def _produce(bootstrap: str, n: int, accounts: int) -> None:
         await producer.stop()
 
 
-async def _consume(url: str, bootstrap: str, n: int) -> tuple[float, float, int]:
-    """(seconds from start to the last event applied, seconds from the first applied batch seen to the
-    last, events applied when that first batch was seen): the consumer joining its group (about 15 s
-    with the dev broker) is in the first figure only."""
+# --------------------------------------------------------------------------- worker (one replica)
+
+
+async def _worker(url: str, bootstrap: str, profile: str | None) -> None:
+    """One consumer process of the group, as the service runs it (app.py), until SIGTERM."""
     engine = create_async_engine(async_database_url(url), pool_size=2)
     sessionmaker = make_sessionmaker(engine)
     service = CaseService(Outbox(outbox), FixedClock(NOW), load_policy(None), "https://pay.example/{account_id}")
@@ -79,39 +91,98 @@ async def _consume(url: str, bootstrap: str, n: int) -> tuple[float, float, int]
         router=case_router(service),
         one_transaction_per_poll=True,  # as the service runs it (app.py)
     )
-    start = time.perf_counter()
-    first: tuple[float, int] | None = None
-    task = asyncio.create_task(consumer.run())
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, consumer.stop)
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
     try:
-        while True:
-            await asyncio.sleep(0.2)
-            async with engine.connect() as conn:
-                done = (await conn.execute(select(func.count()).select_from(inbox))).scalar_one()
-            now = time.perf_counter()
-            if done and first is None:
-                first = (now, done)
-            if done >= n:
-                assert first is not None
-                return now - start, now - first[0], first[1]
-            if task.done():
-                task.result()
-                raise RuntimeError("consumer stopped")
+        await consumer.run()
     finally:
-        consumer.stop()
-        await asyncio.wait_for(task, 30)
+        if profiler and profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
         await engine.dispose()
 
 
-def main() -> None:
+# --------------------------------------------------------------------------- driver
+
+
+def _cpu(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def _peak_rss_mb(proc: psutil.Process) -> float:
+    """The process's peak resident set (VmHWM), in MB."""
+    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float(proc.memory_info().rss / 2**20)
+
+
+async def _drive(url: str, n: int, procs: list[psutil.Process]) -> dict[str, Any]:
+    """Wait until all ``n`` events are applied; the rate from the first applied (the start of the
+    first transaction that applied any, the inbox's ``processed_at``) to the last seen applied, and
+    the workers' CPU from their start to then (the group join included)."""
+    engine = create_async_engine(async_database_url(url), pool_size=1)
+    start = time.perf_counter()
+    before = ([_cpu(p) for p in procs], 0)  # the workers' CPU when the last poll saw nothing or little applied
+    try:
+        while True:
+            await asyncio.sleep(0.1)
+            sample = [_cpu(p) for p in procs]
+            async with engine.connect() as conn:
+                done = (await conn.execute(select(func.count()).select_from(inbox))).scalar_one()
+            if not done:
+                before = (sample, 0)
+            elif before[1] == 0:
+                before = (sample, done)  # the first applied batch: CPU from here is the steady state's
+            if done >= n:
+                last = time.time()
+                took = time.perf_counter() - start
+                cpu = [_cpu(p) for p in procs]
+                peaks = [_peak_rss_mb(p) for p in procs]
+                async with engine.connect() as conn:
+                    first = (await conn.execute(select(func.min(inbox.c.processed_at)))).scalar_one()
+                return {
+                    "seconds": took,
+                    "steady": last - first.timestamp(),
+                    "cpu": cpu,
+                    "peaks": peaks,
+                    "steady_cpu": sum(cpu) - sum(before[0]),
+                    "steady_events": n - before[1],
+                }
+            for p in procs:
+                if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE:
+                    raise RuntimeError("a consumer process stopped")
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
     from arrears_dev.stack import create_topics, free_port, start_broker, stop_process
     from arrears_shared.migrations import upgrade
 
-    n = int(os.environ.get("ARREARS_BENCH_UPDATES", "20000"))
-    accounts = int(os.environ.get("ARREARS_BENCH_UPDATE_ACCOUNTS", "5000"))
+    parser = argparse.ArgumentParser(prog="python -m bench.case_manager_updates", description=__doc__)
+    parser.add_argument("--replicas", type=int, default=1, help="consumer processes in the group (default 1)")
+    parser.add_argument("--updates", type=int, default=int(os.environ.get("ARREARS_BENCH_UPDATES", "20000")))
+    parser.add_argument("--accounts", type=int, default=int(os.environ.get("ARREARS_BENCH_UPDATE_ACCOUNTS", "5000")))
+    parser.add_argument("--profile-dir", default=None, help="write a cProfile of each replica here (replica-N.prof)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        asyncio.run(_worker(args.url, args.bootstrap, args.profile))
+        return
+
+    n, accounts = args.updates, args.accounts
     url, pg = _database()
     port = free_port()
     broker = start_broker(port, Path(tempfile.mkdtemp(prefix="bench-broker-")) / "broker.log")
     bootstrap = f"127.0.0.1:{port}"
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         create_topics(bootstrap)
         upgrade(
@@ -120,19 +191,43 @@ def main() -> None:
             "case_manager",
         )
         asyncio.run(_produce(bootstrap, n, accounts))
-        print(f"load: {os.getloadavg()}")
-        cpu_start = time.process_time()
-        seconds, steady, before = asyncio.run(_consume(url, bootstrap, n))
-        cpu = time.process_time() - cpu_start
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if args.profile_dir:
+            Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
+        load_before = os.getloadavg()
+        for i in range(args.replicas):
+            cmd = [
+                sys.executable,
+                "-m",
+                "bench.case_manager_updates",
+                "--worker",
+                "--url",
+                url,
+                "--bootstrap",
+                bootstrap,
+            ]
+            if args.profile_dir:
+                cmd += ["--profile", str(Path(args.profile_dir).resolve() / f"replica-{i}.prof")]
+            workers.append(subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1]))
+        r = asyncio.run(_drive(url, n, [psutil.Process(w.pid) for w in workers]))
+        cpu = sum(r["cpu"])
         print(
-            f"updates: {n} ar.account.updated over {accounts} accounts applied from Kafka in {seconds:.1f} s "
-            f"({n / seconds:.0f}/s; after the group join: {n - before} in {steady:.1f} s, "
-            f"{(n - before) / steady:.0f}/s), "
-            f"one consumer process, max RSS {rss_mb:.0f} MB; consumer CPU {cpu:.1f} s "
-            f"({cpu / n * 1e6:.0f} us per update); load after {os.getloadavg()}"
+            f"updates: {n} ar.account.updated over {accounts} accounts, {args.replicas} consumer process(es): "
+            f"{r['steady']:.1f} s from the first applied to the last, {n / r['steady']:.0f}/s "
+            f"({r['seconds']:.1f} s from the start, the group join included: {n / r['seconds']:.0f}/s); "
+            f"consumer CPU {cpu:.1f} s summed ({', '.join(f'{c:.1f}' for c in r['cpu'])}), "
+            f"{cpu / n * 1e6:.0f} us per update (after the first applied batch: {r['steady_cpu']:.1f} s for "
+            f"{r['steady_events']}, {r['steady_cpu'] / r['steady_events'] * 1e6:.0f} us per update); "
+            f"peak RSS per process {', '.join(f'{m:.0f}' for m in r['peaks'])} MB; "
+            f"load before {load_before}, after {os.getloadavg()}"
         )
     finally:
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:
+                w.kill()
         stop_process(broker)
         if pg is not None:
             pg.stop()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 _CORE = {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema", "data"}
@@ -54,6 +54,18 @@ class CloudEvent(BaseModel):
     @classmethod
     def from_json(cls, raw: bytes | str) -> CloudEvent:
         return cls.model_validate_json(raw)
+
+
+def typed_envelope(model: type[BaseModel], event_type: str | None = None) -> type[CloudEvent]:
+    """The envelope with ``data`` typed as ``model``, so envelope and payload are validated in one call
+    (``model_validate_json`` straight from the raw bytes, or ``model_validate``): every envelope rule
+    of :class:`CloudEvent` holds, and ``data`` is the model instance instead of a dict. With
+    ``event_type``, ``type`` must be exactly that (a ``Literal``, usable as a union's discriminator)."""
+    fields: dict[str, Any] = {"data": (model, ...)}
+    if event_type is not None:
+        fields["type"] = (Literal[event_type], ...)
+    name = f"{model.__name__}Event"
+    return create_model(name, __base__=CloudEvent, **fields)
 
 
 def new_event(

@@ -24,12 +24,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Union
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry.trace import SpanKind
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlalchemy import Table, Text, bindparam, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -37,7 +37,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from arrears_shared.errors import PermanentError, summarize_validation_error
-from arrears_shared.events.envelope import CloudEvent
+from arrears_shared.events.envelope import CloudEvent, typed_envelope
 from arrears_shared.logs import event_id_var, redact
 from arrears_shared.messaging.outbox import Outbox, decode_headers
 from arrears_shared.metrics import BATCH_SECONDS, CONSUMED, CONSUMER_LAG, DEAD_LETTERED, RETRIES
@@ -64,21 +64,51 @@ class EventRouter:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.fallback: Route | None = None
+        self._typed: dict[str, type[CloudEvent]] = {}  # types decoded with their data (add_batch(typed=True))
+        self._decoder: TypeAdapter[Any] | None = None
 
     def add(self, event_type: str, model: type[BaseModel] | None, handler: Handler) -> None:
         self.routes[event_type] = Route(model, handler)
 
-    def add_batch(self, model_by_type: Mapping[str, type[BaseModel] | None], handler: BatchHandler) -> None:
+    def add_batch(
+        self, model_by_type: Mapping[str, type[BaseModel] | None], handler: BatchHandler, *, typed: bool = False
+    ) -> None:
         """Route every type of ``model_by_type`` to ``handler``, which receives a whole run of
         consecutive events of these types (with their validated data) in one call. If it raises,
         the run is applied again one event at a time (a one-event list each), with retries and the
-        DLQ as for :meth:`add`; so the handler must be all-or-nothing within its savepoint."""
+        DLQ as for :meth:`add`; so the handler must be all-or-nothing within its savepoint.
+
+        ``typed``: decode these events envelope and data together, in one validation straight from
+        the message's bytes (:meth:`decode`); the handler's events then carry their data as the
+        model instance (``event.data`` is the data it receives, not a dict). The outcome for an
+        invalid event is the same (its envelope and data are judged again as without ``typed``)."""
 
         async def one(session: AsyncSession, event: CloudEvent, data: Any) -> None:
             await handler(session, [(event, data)])
 
         for event_type, model in model_by_type.items():
             self.routes[event_type] = Route(model, one, handler)
+            if typed and model is not None:
+                self._typed[event_type] = typed_envelope(model, event_type)
+                self._decoder = None
+            elif self._typed.pop(event_type, None) is not None:
+                self._decoder = None
+
+    def decode(self, raw: bytes) -> CloudEvent:
+        """The message's envelope (:meth:`CloudEvent.from_json`); for a type registered with
+        ``add_batch(typed=True)`` whose data is valid, the envelope with its data already validated
+        into the route's model, in one call. Raises ValidationError if the envelope is invalid."""
+        if self._typed:
+            if self._decoder is None:
+                kinds = tuple(self._typed.values())
+                union: Any = kinds[0] if len(kinds) == 1 else Annotated[Union[kinds], Field(discriminator="type")]  # noqa: UP007
+                self._decoder = TypeAdapter(union)
+            try:
+                event: CloudEvent = self._decoder.validate_json(raw)
+                return event
+            except ValidationError:
+                pass  # another type, or invalid: judged as without typed decoding
+        return CloudEvent.from_json(raw)
 
     def on(self, event_type: str, model: type[BaseModel] | None) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
@@ -91,15 +121,23 @@ class EventRouter:
         return self.routes.get(event_type, self.fallback)
 
 
+def _decoded_data(event: CloudEvent, route: Route) -> Any | None:
+    """The event's data if :meth:`EventRouter.decode` already validated it into the route's model."""
+    data: Any = event.data
+    return data if route.model is not None and type(data) is route.model else None
+
+
 def _valid_data(event: CloudEvent, route: Route) -> Any | None:
     """The event's data as the route's model when it is valid (as :meth:`BatchConsumer._validate`
     would accept it), else None; dead-lettering is left to ``_validate``."""
     if route.model is None:
         return event
-    try:
-        data = route.model.model_validate(event.data)
-    except ValidationError:
-        return None
+    data = _decoded_data(event, route)
+    if data is None:
+        try:
+            data = route.model.model_validate(event.data)
+        except ValidationError:
+            return None
     account_id = getattr(data, "account_id", None)
     if account_id is not None and event.subject is not None and event.subject != account_id:
         return None
@@ -262,7 +300,7 @@ class BatchConsumer:
         decoded: list[tuple[ConsumerRecord[bytes, bytes], CloudEvent | None, str, str]] = []
         for msg in msgs:
             try:
-                event = CloudEvent.from_json(msg.value or b"")
+                event = self.router.decode(msg.value or b"")
                 decoded.append((msg, event, event.dedupe_key, ""))
             except ValidationError as exc:
                 # Keyed by position, so a re-delivered poison message is not dead-lettered twice.
@@ -390,12 +428,14 @@ class BatchConsumer:
         """The event's data as the route's model (the event itself without one); invalid: dead-lettered."""
         if route.model is None:
             return True, event
-        try:
-            data = route.model.model_validate(event.data)
-        except ValidationError as exc:
-            reason = "invalid data: " + summarize_validation_error(exc, ("data",))
-            await self._dead_letter(session, msg, "invalid_data", reason, event.type)
-            return False, None
+        data = _decoded_data(event, route)
+        if data is None:
+            try:
+                data = route.model.model_validate(event.data)
+            except ValidationError as exc:
+                reason = "invalid data: " + summarize_validation_error(exc, ("data",))
+                await self._dead_letter(session, msg, "invalid_data", reason, event.type)
+                return False, None
         account_id = getattr(data, "account_id", None)
         if account_id is not None and event.subject is not None and event.subject != account_id:
             await self._dead_letter(session, msg, "invalid_data", "subject differs from data.account_id", event.type)

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     TextClause,
+    any_,
     bindparam,
     select,
     text,
@@ -37,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arrears_case_manager.cases.repository import CaseRepository
+from arrears_case_manager.cases.repository import CaseRepository, _ids
 from arrears_case_manager.cases.state import CLOSED
 from arrears_case_manager.models import accounts, cases, payment_plans, promises, timeline
 from arrears_shared.events.envelope import CloudEvent
@@ -267,7 +268,7 @@ class BatchRepository(CaseRepository):
         ids = sorted(set(account_ids))
         open_rows = await session.execute(
             select(cases)
-            .where(cases.c.account_id.in_(ids), cases.c.status.notin_(list(CLOSED)))
+            .where(cases.c.account_id == any_(_ids(ids)), cases.c.status.notin_(list(CLOSED)))
             .order_by(cases.c.case_id)
             .with_for_update()
         )
@@ -280,7 +281,7 @@ class BatchRepository(CaseRepository):
         if missing:
             latest = await session.execute(
                 select(cases)
-                .where(cases.c.account_id.in_(missing))
+                .where(cases.c.account_id == any_(_ids(missing)))
                 .order_by(cases.c.account_id, cases.c.opened_at.desc())
                 .ext(distinct_on(cases.c.account_id))
             )
@@ -293,11 +294,13 @@ class BatchRepository(CaseRepository):
         case_ids = list(self._open.values())
         if case_ids:
             for r in await session.execute(
-                select(promises).where(promises.c.case_id.in_(case_ids), promises.c.status == "pending")
+                select(promises).where(promises.c.case_id == any_(_ids(case_ids)), promises.c.status == "pending")
             ):
                 self._promises[r.case_id] = _row(r._mapping)
             for r in await session.execute(
-                select(payment_plans).where(payment_plans.c.case_id.in_(case_ids), payment_plans.c.status == "active")
+                select(payment_plans).where(
+                    payment_plans.c.case_id == any_(_ids(case_ids)), payment_plans.c.status == "active"
+                )
             ):
                 self._plans[r.case_id] = _row(r._mapping)
 

@@ -10,6 +10,6 @@ from arrears_shared.messaging.consumer import EventRouter
 
 def case_router(service: CaseService) -> EventRouter:
     router = EventRouter()
-    router.add_batch({"ar.account.updated": AccountUpdated}, service.apply_updates)
+    router.add_batch({"ar.account.updated": AccountUpdated}, service.apply_updates, typed=True)
     router.add("collections.delivery.updated", DeliveryUpdated, service.on_delivery_updated)
     return router

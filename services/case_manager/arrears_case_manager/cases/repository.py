@@ -6,7 +6,23 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, Text, cast, func, insert, literal, select, text, tuple_, update
+from sqlalchemy import (
+    BindParameter,
+    Row,
+    Select,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,6 +76,13 @@ _RECORD_RECEIVABLES = text(
     DO UPDATE SET open_minor = EXCLUDED.open_minor, current_minor = EXCLUDED.current_minor
     """
 )
+
+
+def _ids(values: Sequence[str]) -> BindParameter[Any]:
+    """``values`` as one text[] parameter, for ``column == any_(...)``: one statement shape (compiled
+    once) whatever their number, where ``in_`` renders one parameter per value on every call."""
+    ids: Any = list(values)
+    return bindparam(None, ids, type_=ARRAY(Text))
 
 
 class CaseRepository:
@@ -132,7 +155,7 @@ class CaseRepository:
 
     async def account_versions(self, session: AsyncSession, account_ids: list[str]) -> dict[str, int]:
         rows = await session.execute(
-            select(accounts.c.account_id, accounts.c.version).where(accounts.c.account_id.in_(account_ids))
+            select(accounts.c.account_id, accounts.c.version).where(accounts.c.account_id == any_(_ids(account_ids)))
         )
         return {str(a): int(v) for a, v in rows}
 

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_ingest.events.repository import EventRepository
 from arrears_shared.errors import describe_validation_error
-from arrears_shared.events.envelope import CloudEvent
+from arrears_shared.events.envelope import CloudEvent, typed_envelope
 from arrears_shared.events.v1 import LEDGER_MODELS, InvoiceIssued
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.topics import LEDGER
@@ -55,12 +55,8 @@ class _Valid:
     claim: tuple[str, str, str] | None  # (account_id, invoice_number, invoice_id) of an invoice
 
 
-def _typed_envelope(type_: str, model: type[BaseModel]) -> type[CloudEvent]:
-    """The envelope with ``data`` typed as ``model``: envelope and payload validated in one call."""
-    return create_model(f"{model.__name__}Event", __base__=CloudEvent, data=(model, ...))
-
-
-_TYPED: dict[str, type[CloudEvent]] = {t: _typed_envelope(t, m) for t, m in LEDGER_MODELS.items()}
+# The envelope with ``data`` typed as its type's model: envelope and payload validated in one call.
+_TYPED: dict[str, type[CloudEvent]] = {t: typed_envelope(m) for t, m in LEDGER_MODELS.items()}
 
 
 def validate_event(raw: Any) -> tuple[CloudEvent, BaseModel] | list[dict[str, str]]:
