@@ -24,7 +24,7 @@ CASE_FEATURE_TYPES = (
 def ledger_router(service: LedgerService) -> EventRouter:
     """Every run of consecutive ledger events in a partition batch is applied in one call."""
     router = EventRouter()
-    router.add_batch(dict(LEDGER_MODELS), service.apply_many)
+    router.add_batch(dict(LEDGER_MODELS), service.apply_many, typed=True)
     return router
 
 
@@ -33,5 +33,5 @@ def collections_router(service: LedgerService) -> EventRouter:
         await service.apply_case_events(session, items)
 
     router = EventRouter()
-    router.add_batch(dict.fromkeys(CASE_FEATURE_TYPES, CaseEvent), handle)
+    router.add_batch(dict.fromkeys(CASE_FEATURE_TYPES, CaseEvent), handle, typed=True)
     return router
