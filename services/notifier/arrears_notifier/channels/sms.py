@@ -4,15 +4,20 @@ The connections are ``max_connections`` httpx clients of one keep-alive connecti
 out from an idle list, rather than one client with a pool of ``max_connections``: httpcore's
 pool looks at every one of its connections (a socket readability check each) on every request,
 which cost about a fifth of the notifier's CPU per SMS at 16 connections.
+
+A send builds its ``httpx.Request`` directly from parts prepared once (the parsed URL, the
+Authorization and other headers, the timeout) and encodes the form itself, rather than letting
+the client merge its defaults, parse the URL and run the Basic-auth flow on every request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlencode
+from urllib.parse import quote_plus, urlencode
 
 import httpx
 
@@ -51,9 +56,21 @@ class TwilioSmsChannel(Channel):
         self.url = f"{api_base.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self.sender = sender
         self.status_callback = status_callback
+        credentials = base64.b64encode(f"{account_sid}:{auth_token}".encode()).decode()
+        self._url = httpx.URL(self.url)
+        self._headers = httpx.Headers(
+            {
+                "Accept": "application/json",
+                "Authorization": f"Basic {credentials}",
+                "Content-Type": "application/x-www-form-urlencoded",
+                "User-Agent": f"python-httpx/{httpx.__version__}",
+            }
+        )
+        self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+        # The form's fixed part, encoded once: From, then To, Body and StatusCallback per message.
+        self._from = f"From={quote_plus(sender)}"
         self._clients = [
             httpx.AsyncClient(
-                auth=(account_sid, auth_token),
                 timeout=timeout,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             )
@@ -67,17 +84,26 @@ class TwilioSmsChannel(Channel):
             auth=(account_sid, auth_token), timeout=timeout, limits=httpx.Limits(max_connections=2)
         )
 
-    async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
-        form = {"To": message.to, "From": self.sender, "Body": message.text}
+    def request(self, message: Message) -> httpx.Request:
+        """The POST that sends ``message`` (an ``application/x-www-form-urlencoded`` form, as
+        ``httpx``'s ``data=`` would encode it)."""
+        form = f"To={quote_plus(message.to)}&{self._from}&Body={quote_plus(message.text)}"
         if self.status_callback:
             # The notification id rides in the callback URL (covered by X-Twilio-Signature), so a
             # callback that overtakes our own record of the send still finds its notification.
-            form["StatusCallback"] = f"{self.status_callback}?{urlencode({'nid': message.notification_id})}"
+            callback = f"{self.status_callback}?{urlencode({'nid': message.notification_id})}"
+            form += f"&StatusCallback={quote_plus(callback)}"
+        return httpx.Request(
+            "POST", self._url, headers=self._headers, content=form.encode(), extensions=self._extensions
+        )
+
+    async def send(self, message: Message, handover: Handover | None = None) -> SendResult:
+        request = self.request(message)
         if handover is not None and not await handover():
             raise HandoverRefused(message.notification_id)
         client = await self._idle.get()
         try:
-            response = await client.post(self.url, data=form)
+            response = await client.send(request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientSendError(f"SMS provider unreachable: {type(exc).__name__}") from None
         except httpx.HTTPError as exc:  # the request went out; the answer did not come back
