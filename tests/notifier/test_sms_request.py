@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import urllib.parse
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from arrears_notifier.channels.base import Message
-from arrears_notifier.channels.sms import TwilioSmsChannel
+from arrears_notifier.channels.sms import TwilioSmsChannel, quote_plus
 
 
 @pytest.mark.parametrize("callback", [None, "https://notifier.example/v1/webhooks/sms/status"])
@@ -45,3 +48,8 @@ async def test_request_matches_what_httpx_data_would_send(callback: str | None) 
         assert request.headers["host"] == "sms.example"
     finally:
         await channel.close()
+
+
+@given(value=st.text(max_size=200))
+def test_form_quoting_matches_urllib(value: str) -> None:
+    assert quote_plus(value) == urllib.parse.quote_plus(value)

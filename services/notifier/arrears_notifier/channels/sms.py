@@ -17,7 +17,7 @@ import base64
 import contextlib
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote_plus, urlencode
+from urllib.parse import urlencode
 
 import httpx
 
@@ -31,6 +31,16 @@ from arrears_notifier.channels.base import (
     SendResult,
     TransientSendError,
 )
+
+# application/x-www-form-urlencoded as urllib's quote_plus does it (what httpx's ``data=`` uses),
+# one str.translate over the UTF-8 bytes instead of a Python loop over them.
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_FORM_QUOTE = {b: chr(b) if b in _UNRESERVED else "+" if b == 0x20 else f"%{b:02X}" for b in range(256)}
+
+
+def quote_plus(value: str) -> str:
+    return value.encode().decode("latin-1").translate(_FORM_QUOTE)
+
 
 # Twilio error codes that mean the number must never be messaged again.
 _UNSUBSCRIBED = {21610}
@@ -69,8 +79,11 @@ class TwilioSmsChannel(Channel):
         self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
         # The form's fixed part, encoded once: From, then To, Body and StatusCallback per message.
         self._from = f"From={quote_plus(sender)}"
+        # One TLS context for every client (each would otherwise load the CA bundle itself).
+        tls = httpx.create_ssl_context()
         self._clients = [
             httpx.AsyncClient(
+                verify=tls,
                 timeout=timeout,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             )
@@ -81,7 +94,7 @@ class TwilioSmsChannel(Channel):
             self._idle.put_nowait(client)
         # For lookups (rare: recovery only), so that they never wait for a send's connection.
         self.client = httpx.AsyncClient(
-            auth=(account_sid, auth_token), timeout=timeout, limits=httpx.Limits(max_connections=2)
+            auth=(account_sid, auth_token), verify=tls, timeout=timeout, limits=httpx.Limits(max_connections=2)
         )
 
     def request(self, message: Message) -> httpx.Request:
