@@ -1,13 +1,17 @@
 """SMS over a Twilio-compatible HTTP API (form POST to /2010-04-01/Accounts/{Sid}/Messages.json).
 
-The connections are ``max_connections`` httpx clients of one keep-alive connection each, handed
-out from an idle list, rather than one client with a pool of ``max_connections``: httpcore's
-pool looks at every one of its connections (a socket readability check each) on every request,
-which cost about a fifth of the notifier's CPU per SMS at 16 connections.
+The connections are ``max_connections`` httpx transports of one keep-alive connection each,
+handed out from an idle list, rather than one client with a pool of ``max_connections``:
+httpcore's pool looks at every one of its connections (a socket readability check each) on every
+request, which cost about a fifth of the notifier's CPU per SMS at 16 connections.
 
 A send builds its ``httpx.Request`` directly from parts prepared once (the parsed URL, the
-Authorization and other headers, the timeout) and encodes the form itself, rather than letting
-the client merge its defaults, parse the URL and run the Basic-auth flow on every request.
+Authorization and other headers, the timeout), encodes the form itself and hands the request to
+its transport (``handle_async_request``, httpx's transport API), rather than going through an
+``AsyncClient``, which on every request merges its defaults, parses the URL, runs the Basic-auth
+and redirect flows and extracts cookies through ``http.cookiejar``. The transports use the proxy
+that the environment names for the provider's URL (``HTTPS_PROXY`` and ``NO_PROXY``), as a client
+would. Lookups (recovery only) use an ordinary client.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
+from urllib.request import getproxies, proxy_bypass
 
 import httpx
 
@@ -81,17 +86,16 @@ class TwilioSmsChannel(Channel):
         self._from = f"From={quote_plus(sender)}"
         # One TLS context for every client (each would otherwise load the CA bundle itself).
         tls = httpx.create_ssl_context()
-        self._clients = [
-            httpx.AsyncClient(
-                verify=tls,
-                timeout=timeout,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        proxy = None if proxy_bypass(self._url.host) else getproxies().get(self._url.scheme)
+        self._transports = [
+            httpx.AsyncHTTPTransport(
+                verify=tls, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), proxy=proxy
             )
             for _ in range(max_connections)
         ]
-        self._idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        for client in self._clients:
-            self._idle.put_nowait(client)
+        self._idle: asyncio.Queue[httpx.AsyncHTTPTransport] = asyncio.Queue()
+        for transport in self._transports:
+            self._idle.put_nowait(transport)
         # For lookups (rare: recovery only), so that they never wait for a send's connection.
         self.client = httpx.AsyncClient(
             auth=(account_sid, auth_token), verify=tls, timeout=timeout, limits=httpx.Limits(max_connections=2)
@@ -114,15 +118,20 @@ class TwilioSmsChannel(Channel):
         request = self.request(message)
         if handover is not None and not await handover():
             raise HandoverRefused(message.notification_id)
-        client = await self._idle.get()
+        transport = await self._idle.get()
         try:
-            response = await client.send(request)
+            response = await transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            response.request = request
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientSendError(f"SMS provider unreachable: {type(exc).__name__}") from None
         except httpx.HTTPError as exc:  # the request went out; the answer did not come back
             raise AmbiguousSendError(f"SMS provider did not answer: {type(exc).__name__}") from None
         finally:
-            self._idle.put_nowait(client)
+            self._idle.put_nowait(transport)
         if response.status_code in (200, 201):
             return SendResult(provider_message_id=str(response.json().get("sid")))
         code = None
@@ -159,5 +168,6 @@ class TwilioSmsChannel(Channel):
         return None
 
     async def close(self) -> None:
-        for client in (*self._clients, self.client):
-            await client.aclose()
+        for transport in self._transports:
+            await transport.aclose()
+        await self.client.aclose()
