@@ -28,6 +28,8 @@ from arrears_shared.money import format_money
 TEMPLATE_DIR = Path(__file__).parent / "messages"
 SMS_MAX_SEGMENTS = 2
 CHANNELS = ("email", "sms")
+# The most (template, locale, channel) combinations kept compiled (Jinja2's own cache holds 400).
+MAX_COMPILED = 1024
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,8 @@ class Renderer:
                 html_tpl = self.html_env.select_template(names) if channel == "email" else None
             except TemplateNotFound:
                 raise TemplateMissing(f"no template {template!r} for channel {channel}") from None
+            if len(self._compiled) >= MAX_COMPILED:  # locales come from requests: keep the cache bounded
+                self._compiled.clear()
             found = self._compiled[key] = (text_tpl, html_tpl)
         return found
 
