@@ -50,3 +50,16 @@ def test_agreements_state_amounts_and_dates(locale: str, channel: str) -> None:
         assert "STOP" in thanks.text
     else:
         assert "unsubscribe" in thanks.text.lower() or "abmelden" in thanks.text.lower() or "désabonner" in thanks.text
+
+
+def test_compiled_templates_are_reused_and_the_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from arrears_notifier.templates import render
+
+    renderer = Renderer()
+    variables = {"customer_name": "A", "max_days_past_due": 9, "total_due": "€1.00", "payment_link": "p"}
+    first = renderer._templates("overdue_polite", "de-AT", "sms")
+    assert renderer._templates("overdue_polite", "de-AT", "sms") is first
+    monkeypatch.setattr(render, "MAX_COMPILED", 3)
+    for n in range(10):
+        renderer.render("overdue_polite", f"en-X{n}", "sms", variables)
+        assert len(renderer._compiled) <= 3

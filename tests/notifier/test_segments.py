@@ -28,3 +28,18 @@ def test_fit_keeps_the_tail_and_two_segments(body: str, tail: str) -> None:
     out = fit(body, tail, 2)
     assert out.endswith(tail)
     assert measure(out).segments <= 2
+
+
+def _reference_measure(text: str) -> tuple[str, int]:
+    """The per-character definition that ``measure`` computes with set and count operations."""
+    from arrears_notifier.channels.segments import GSM7_BASIC, GSM7_EXTENSION
+
+    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text):
+        return "GSM-7", sum(2 if ch in GSM7_EXTENSION else 1 for ch in text)
+    return "UCS-2", len(text.encode("utf-16-le")) // 2
+
+
+@given(text=st.text(alphabet=st.sampled_from("aZ0 @£€^{}[~]|\\\fßłé😀\n"), max_size=400) | st.text(max_size=400))
+def test_measure_matches_the_per_character_definition(text: str) -> None:
+    length = measure(text)
+    assert (length.encoding, length.units) == _reference_measure(text)

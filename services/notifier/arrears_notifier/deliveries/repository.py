@@ -6,11 +6,61 @@ from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, String, and_, column, delete, func, or_, select, tuple_, update, values
+from sqlalchemy import DateTime, Row, Text, and_, any_, bindparam, delete, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_notifier.models import closed_cases, notifications, suppressions
+
+
+def _any(name: str) -> Any:
+    """``= ANY(:name)`` with the values as one array parameter: the statement's text is the same
+    however many values (an IN list is a new statement, compiled by SQLAlchemy and prepared by
+    asyncpg, per length)."""
+    return any_(bindparam(name, type_=ARRAY(Text)))
+
+
+# The dispatcher's statements, built once (only their parameters change from batch to batch).
+_CLAIM_DUE = (
+    select(notifications)
+    .where(notifications.c.status == "pending", notifications.c.next_attempt_at <= bindparam("now"))
+    .order_by(notifications.c.next_attempt_at)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_MARK_CLAIMED = (
+    update(notifications)
+    .where(notifications.c.notification_id == _any("ids"))
+    .values(status="claimed", attempts=notifications.c.attempts + 1, updated_at=bindparam("now"))
+)
+_MARK_SENDING = (
+    update(notifications)
+    .where(notifications.c.notification_id == _any("ids"), notifications.c.status == "claimed")
+    .values(status="sending", claimed_at=bindparam("now"), updated_at=bindparam("now"))
+    .returning(notifications.c.notification_id)
+)
+_CLOSED_AMONG = select(closed_cases.c.case_id, closed_cases.c.reason).where(closed_cases.c.case_id == _any("ids"))
+_WHEN = func.coalesce(notifications.c.sent_at, notifications.c.updated_at)
+_RECENT_SENDS = select(notifications.c.account_id, notifications.c.channel, _WHEN).where(
+    notifications.c.account_id == _any("ids"),
+    or_(
+        notifications.c.sent_at > bindparam("since"),
+        and_(notifications.c.status.in_(["claimed", "sending"]), notifications.c.updated_at > bindparam("since")),
+    ),
+)
+# Table names come from the models, never from input.
+_SUPPRESSED_AMONG = text(
+    f"SELECT s.channel, s.address_hash FROM {suppressions.fullname} AS s "  # noqa: S608
+    "JOIN unnest(CAST(:channels AS text[]), CAST(:hashes AS text[])) AS k(channel, address_hash) "
+    "ON s.channel = k.channel AND s.address_hash = k.address_hash"
+)
+_RECORD_SENT = text(
+    f"UPDATE {notifications.fullname} AS n SET status = 'sent', sent_at = :now, "  # noqa: S608
+    "provider_message_id = w.pid, reason = NULL, updated_at = :now "
+    "FROM unnest(CAST(:nids AS text[]), CAST(:pids AS text[])) AS w(nid, pid) "
+    "WHERE n.notification_id = w.nid AND n.status IN ('claimed', 'sending') RETURNING n.notification_id"
+).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
 
 class DeliveryRepository:
@@ -25,14 +75,7 @@ class DeliveryRepository:
         return (await session.execute(stmt)).first() is not None
 
     async def claim_due(self, session: AsyncSession, now: datetime, limit: int) -> list[Row[Any]]:
-        rows = await session.execute(
-            select(notifications)
-            .where(notifications.c.status == "pending", notifications.c.next_attempt_at <= now)
-            .order_by(notifications.c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        return list(rows)
+        return list(await session.execute(_CLAIM_DUE, {"now": now, "limit": limit}))
 
     async def stale_sending(
         self, session: AsyncSession, before: datetime, limit: int, status: str = "sending"
@@ -172,12 +215,7 @@ class DeliveryRepository:
         """claimed → sending for a wave of sends in one statement; returns the ids that were still claimed."""
         if not notification_ids:
             return frozenset()
-        changed = await session.execute(
-            update(notifications)
-            .where(notifications.c.notification_id.in_(notification_ids), notifications.c.status == "claimed")
-            .values(status="sending", claimed_at=now, updated_at=now)
-            .returning(notifications.c.notification_id)
-        )
+        changed = await session.execute(_MARK_SENDING, {"ids": notification_ids, "now": now})
         return frozenset(str(nid) for nid in changed.scalars())
 
     async def record_sent_many(self, session: AsyncSession, sent: list[tuple[str, str | None]], now: datetime) -> None:
@@ -185,12 +223,8 @@ class DeliveryRepository:
         row a status callback has already moved on, which is rare)."""
         if not sent:
             return
-        wave = values(column("nid", String), column("pid", String), name="wave").data(sent)
         changed = await session.execute(
-            update(notifications)
-            .where(notifications.c.notification_id == wave.c.nid, notifications.c.status.in_(["claimed", "sending"]))
-            .values(status="sent", sent_at=now, provider_message_id=wave.c.pid, reason=None, updated_at=now)
-            .returning(notifications.c.notification_id)
+            _RECORD_SENT, {"nids": [nid for nid, _ in sent], "pids": [pid for _, pid in sent], "now": now}
         )
         done = {str(nid) for nid in changed.scalars()}
         for notification_id, provider_id in sent:
@@ -199,16 +233,12 @@ class DeliveryRepository:
 
     async def mark_claimed(self, session: AsyncSession, notification_ids: list[str], now: datetime) -> None:
         if notification_ids:
-            await session.execute(
-                update(notifications)
-                .where(notifications.c.notification_id.in_(notification_ids))
-                .values(status="claimed", attempts=notifications.c.attempts + 1, updated_at=now)
-            )
+            await session.execute(_MARK_CLAIMED, {"ids": notification_ids, "now": now})
 
     async def closed_among(self, session: AsyncSession, case_ids: AbstractSet[str]) -> dict[str, str]:
-        rows = await session.execute(
-            select(closed_cases.c.case_id, closed_cases.c.reason).where(closed_cases.c.case_id.in_(case_ids))
-        )
+        if not case_ids:
+            return {}
+        rows = await session.execute(_CLOSED_AMONG, {"ids": list(case_ids)})
         return {str(case_id): str(reason) for case_id, reason in rows}
 
     async def suppressed_among(
@@ -216,10 +246,9 @@ class DeliveryRepository:
     ) -> AbstractSet[tuple[str, str]]:
         if not keys:
             return set()
+        ordered = list(keys)
         rows = await session.execute(
-            select(suppressions.c.channel, suppressions.c.address_hash).where(
-                tuple_(suppressions.c.channel, suppressions.c.address_hash).in_(list(keys))
-            )
+            _SUPPRESSED_AMONG, {"channels": [c for c, _ in ordered], "hashes": [h for _, h in ordered]}
         )
         return {(channel, hashed) for channel, hashed in rows}
 
@@ -227,17 +256,9 @@ class DeliveryRepository:
         self, session: AsyncSession, account_ids: AbstractSet[str], now: datetime
     ) -> dict[tuple[str, str], list[datetime]]:
         """Per (account, channel): when messages went out in the last 7 days, counting those in flight."""
-        since = now - timedelta(days=7)
-        when = func.coalesce(notifications.c.sent_at, notifications.c.updated_at)
-        rows = await session.execute(
-            select(notifications.c.account_id, notifications.c.channel, when).where(
-                notifications.c.account_id.in_(account_ids),
-                or_(
-                    notifications.c.sent_at > since,
-                    and_(notifications.c.status.in_(["claimed", "sending"]), notifications.c.updated_at > since),
-                ),
-            )
-        )
+        if not account_ids:
+            return {}
+        rows = await session.execute(_RECENT_SENDS, {"ids": list(account_ids), "since": now - timedelta(days=7)})
         out: dict[tuple[str, str], list[datetime]] = {}
         for account_id, channel, at in rows:
             out.setdefault((account_id, channel), []).append(at)

@@ -85,6 +85,17 @@ START_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
 OPT_OUT_REASON = "sms opt-out keyword"
 
 
+_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
+def _counter(channel: str, status: str) -> Any:
+    """The outcome counter's child for (channel, status), looked up once rather than per message."""
+    child = _COUNTERS.get((channel, status))
+    if child is None:
+        child = _COUNTERS[(channel, status)] = NOTIFICATIONS.labels(channel, status)
+    return child
+
+
 @dataclass(frozen=True)
 class StatusCallback:
     notification_id: str
@@ -501,7 +512,7 @@ class DeliveryService:
     ) -> CloudEvent:
         # Every outcome passes here once (a deferral only when its reason changes). Counted when recorded;
         # a transaction that then rolls back is re-run and counted again, so the count can only run high.
-        NOTIFICATIONS.labels(row.channel, status).inc()
+        _counter(row.channel, status).inc()
         update = DeliveryUpdated(
             notification_id=row.notification_id,
             case_id=row.case_id,

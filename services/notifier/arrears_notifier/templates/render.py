@@ -10,6 +10,7 @@ Templates get two Babel filters in the recipient's locale: ``date`` (ISO date â†
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, pass_context, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, pass_context, select_autoescape
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -27,6 +28,8 @@ from arrears_shared.money import format_money
 TEMPLATE_DIR = Path(__file__).parent / "messages"
 SMS_MAX_SEGMENTS = 2
 CHANNELS = ("email", "sms")
+# The most (template, locale, channel) combinations kept compiled (Jinja2's own cache holds 400).
+MAX_COMPILED = 1024
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class TemplateMissing(LookupError):
     pass
 
 
+@functools.lru_cache(maxsize=256)
 def _babel_locale(locale: str) -> str:
     tag = locale.replace("-", "_")
     try:
@@ -92,6 +96,9 @@ class Renderer:
         self.env.filters["money"] = _money_filter
         self.html_env = self.env.overlay(autoescape=True)
         self.directory = directory
+        # (template, locale, channel) â†’ the compiled templates found for it: chosen and compiled
+        # once, not looked up (a file stat each to check it is up to date) for every message.
+        self._compiled: dict[tuple[str, str, str], tuple[Template, Template | None]] = {}
 
     def catalog(self) -> list[dict[str, Any]]:
         """Every template name with the locales and channels it exists in."""
@@ -113,13 +120,23 @@ class Renderer:
         lang = locale.replace("_", "-").split("-")[0].lower()
         return [f"{locale}/{template}.{channel}.j2", f"{lang}/{template}.{channel}.j2", f"en/{template}.{channel}.j2"]
 
+    def _templates(self, template: str, locale: str, channel: str) -> tuple[Template, Template | None]:
+        key = (template, locale, channel)
+        found = self._compiled.get(key)
+        if found is None:
+            names = self._candidates(template, locale, channel)
+            try:
+                text_tpl = self.env.select_template(names)
+                html_tpl = self.html_env.select_template(names) if channel == "email" else None
+            except TemplateNotFound:
+                raise TemplateMissing(f"no template {template!r} for channel {channel}") from None
+            if len(self._compiled) >= MAX_COMPILED:  # locales come from requests: keep the cache bounded
+                self._compiled.clear()
+            found = self._compiled[key] = (text_tpl, html_tpl)
+        return found
+
     def render(self, template: str, locale: str, channel: str, variables: dict[str, Any]) -> Rendered:
-        names = self._candidates(template, locale, channel)
-        try:
-            text_tpl = self.env.select_template(names)
-            html_tpl = self.html_env.select_template(names) if channel == "email" else None
-        except TemplateNotFound:
-            raise TemplateMissing(f"no template {template!r} for channel {channel}") from None
+        text_tpl, html_tpl = self._templates(template, locale, channel)
         values = {**variables, "_locale": locale}
         if channel == "sms":
             body = " ".join(text_tpl.render({**values, "part": "body"}).split())
