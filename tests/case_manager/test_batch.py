@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from arrears_case_manager.auth import Principal
 from arrears_case_manager.cases.actions import CaseActions
 from arrears_case_manager.cases.schemas import PlanIn, PromiseIn
-from arrears_case_manager.cases.service import CaseService
+from arrears_case_manager.cases.service import SWEEP_RETRY_AFTER, CaseService
 from arrears_case_manager.models import (
     accounts,
     cases,
@@ -270,3 +270,40 @@ async def test_a_sweep_leaves_an_account_locked_elsewhere_for_later(engine: Asyn
             await s.execute(delete(cases).where(cases.c.account_id == acc))
             await s.execute(delete(outbox).where(outbox.c.key == acc))
             await s.execute(delete(accounts).where(accounts.c.account_id == acc))
+
+
+async def test_one_account_that_cannot_be_evaluated_does_not_hold_the_other_timers_back(engine: AsyncEngine) -> None:
+    """A sweep whose batch fails on one account fires the others one by one and moves the failing
+    account's timer on by SWEEP_RETRY_AFTER (before, every sweep claimed it first and failed)."""
+    good, bad = (f"{p}{uuid.uuid4().hex[:10].upper()}" for p in ("G", "B"))
+    clock = FixedClock(noon(DUE - timedelta(days=10)))
+    service = make_service(clock)
+    sessionmaker = make_sessionmaker(engine)
+    try:
+        async with sessionmaker() as s, s.begin():
+            for acc in (good, bad):
+                await service.on_account_updated(
+                    s, None, account_state(acc, today=clock.now().date(), invoices=[("I1", DUE, 1)])
+                )
+            # A stored state that no longer validates (say, written by an older release).
+            await s.execute(
+                accounts.update().where(accounts.c.account_id == bad).values(state={"account_id": bad, "broken": True})
+            )
+        clock.set(noon(DUE + timedelta(days=2)))
+        async with sessionmaker() as s, s.begin():
+            claimed, fired = await service.sweep_batch(s, 1000)
+            assert fired == claimed - 1
+        async with sessionmaker() as s:
+            case = await service.repo.open_case(s, good)
+            assert case is not None and case.stage == "overdue_1"
+            assert await service.repo.open_case(s, bad) is None
+            wake = (await s.execute(select(accounts.c.wake_at).where(accounts.c.account_id == bad))).scalar_one()
+            assert wake == clock.now() + SWEEP_RETRY_AFTER
+    finally:
+        async with sessionmaker() as s, s.begin():
+            for acc in (good, bad):
+                case_ids = select(cases.c.case_id).where(cases.c.account_id == acc)
+                await s.execute(delete(timeline).where(timeline.c.case_id.in_(case_ids)))
+                await s.execute(delete(cases).where(cases.c.account_id == acc))
+                await s.execute(delete(outbox).where(outbox.c.key == acc))
+                await s.execute(delete(accounts).where(accounts.c.account_id == acc))

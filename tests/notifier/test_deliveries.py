@@ -623,6 +623,13 @@ async def test_the_mail_lookup_is_never_taken_for_an_answer_it_did_not_give(sms:
         with pytest.raises(TransientSendError):
             await down.lookup(msg, datetime.now(UTC))
         await down.close()
+        # An API that refuses the question (here a wrong path: 404) will not answer later either.
+        wrong = SmtpChannel(
+            host="127.0.0.1", port=sink.smtp_port, sender="c@arrears.test", lookup_url=f"{sink.api_url}/nowhere"
+        )
+        with pytest.raises(OutcomeUnknown):
+            await wrong.lookup(msg, datetime.now(UTC))
+        await wrong.close()
         async with httpx.AsyncClient() as client:
             response = await client.get(f"{sink.api_url}/api/v1/search", params={"query": "subject:invoice"})
         assert response.status_code == 400

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Union
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from asyncpg.exceptions._base import DataError as _AsyncpgDataError
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from sqlalchemy import Table, Text, bindparam, func, literal, select
@@ -149,10 +150,26 @@ class _Infrastructure(Exception):
 
 
 def is_infrastructure(exc: BaseException) -> bool:
-    """The database connection failed: retry the batch later rather than dead-letter anything."""
+    """The database connection failed: retry the batch later rather than dead-letter anything.
+
+    A value the driver cannot encode (e.g. an integer beyond bigint) is the event's fault, not the
+    connection's: retrying would stall the partition forever. asyncpg reports it as a DataError,
+    which SQLAlchemy wraps as a DBAPIError; should it come as asyncpg's client-side DataError (an
+    InterfaceError subclass), it is still not infrastructure."""
     if isinstance(exc, OperationalError | InterfaceError):
-        return True
+        return not _driver_data_error(exc)
     return bool(getattr(exc, "connection_invalidated", False))
+
+
+def _driver_data_error(exc: BaseException) -> bool:
+    seen: BaseException | None = getattr(exc, "orig", None) or exc
+    for _ in range(4):  # the driver's exception sits under SQLAlchemy's adapter, as its cause
+        if seen is None:
+            return False
+        if isinstance(seen, _AsyncpgDataError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 async def start_consumer(consumer: AIOKafkaConsumer, group_id: str, stopping: asyncio.Event) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,11 +51,16 @@ from arrears_shared.events.v1 import (
     NotificationRequested,
     Recipient,
 )
+from arrears_shared.messaging.consumer import is_infrastructure
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.money import exponent, format_money
 from arrears_shared.topics import EVENTS, NOTIFICATIONS
 
+log = logging.getLogger(__name__)
+
 SOURCE = "arrears/case-manager"
+# A due timer whose account cannot be evaluated (a state or policy that no longer validates) is retried this much later.
+SWEEP_RETRY_AFTER = timedelta(hours=1)
 KPI_DEFAULT_DAYS = 90
 SYSTEM = "system"
 
@@ -213,7 +219,13 @@ class CaseService:
         await outbox.flush(session)
 
     async def sweep(self, session: AsyncSession, limit: int) -> int:
-        """Fire up to ``limit`` due timers at once (each replica's sweeper loop); how many fired.
+        """Fire up to ``limit`` due timers at once; how many fired (see :meth:`sweep_batch`)."""
+        return (await self.sweep_batch(session, limit))[1]
+
+    async def sweep_batch(self, session: AsyncSession, limit: int) -> tuple[int, int]:
+        """Fire up to ``limit`` due timers at once (each replica's sweeper loop): how many were
+        claimed and how many fired (fewer when some accounts were busy; a full claim means more
+        may be due).
 
         The due accounts are claimed with FOR UPDATE SKIP LOCKED, so two replicas never take the same
         one; an account whose advisory lock is held elsewhere (an update or a command on it right now)
@@ -222,16 +234,40 @@ class CaseService:
         now = self.clock.now()
         due = await self.repo.claim_due(session, now, limit)
         locked = await try_lock_accounts(session, (a for a, _ in due))
+        claimed = len(due)
         due = [(a, state) for a, state in due if a in locked]
         if not due:
-            return 0
+            return claimed, 0
+        try:
+            async with session.begin_nested():
+                await self._fire(session, due, now)
+            return claimed, len(due)
+        except Exception as exc:
+            if is_infrastructure(exc):
+                raise
+        # One account's state or policy no longer evaluates: fire the others one by one, and move the
+        # failing one's timer on by SWEEP_RETRY_AFTER so that it cannot hold every other timer back.
+        fired = 0
+        for item in due:
+            try:
+                async with session.begin_nested():
+                    await self._fire(session, [item], now)
+                fired += 1
+            except Exception as exc:
+                if is_infrastructure(exc):
+                    raise
+                log.exception("timer could not fire; retried later", extra={"account_id": item[0]})
+                await self.repo.set_wake(session, item[0], now + SWEEP_RETRY_AFTER)
+        return claimed, fired
+
+    async def _fire(self, session: AsyncSession, due: list[tuple[str, str]], now: datetime) -> None:
+        """Evaluate these claimed, locked accounts together (one load, bulk writes)."""
         batch, repo, outbox = self._batch()
         await repo.load(session, [a for a, _ in due])
         for account_id, state in due:
             await batch.evaluate(session, account_id, now, AccountUpdated.model_validate_json(state))
         await repo.flush(session)
         await outbox.flush(session)
-        return len(due)
 
     def _batch(self) -> tuple[CaseService, BatchRepository, BufferedOutbox]:
         """This service over a :class:`BatchRepository` and a :class:`BufferedOutbox` (same policy, clock, links)."""

@@ -58,7 +58,7 @@ def message_id(notification_id: str) -> str:
     """``<…@arrears.local>``: readable, valid (RFC 5322 dot-atom) and one per notification id: the
     id with characters outside atext replaced, plus a hash of the exact id so that no two ids
     share one."""
-    readable = ".".join(p for p in _NOT_ATEXT.sub(".", notification_id).split(".") if p)[:120]
+    readable = ".".join(p for p in _NOT_ATEXT.sub(".", notification_id).split(".") if p)[:120].rstrip(".")
     digest = hashlib.sha256(notification_id.encode()).hexdigest()[:16]
     return f"<{readable}.{digest}@{MESSAGE_ID_DOMAIN}>" if readable else f"<{digest}@{MESSAGE_ID_DOMAIN}>"
 
@@ -226,8 +226,10 @@ class SmtpChannel(Channel):
     async def lookup(self, message: Message, since: datetime) -> SendResult | None:
         """Did the relay take ``message``? Searches the Mailpit-compatible API at ``lookup_url`` for
         its Message-ID (unique per notification, so ``since`` is not needed). Raises
-        :class:`OutcomeUnknown` without a ``lookup_url`` and TransientSendError when the API
-        cannot answer (recovery asks again on its next sweep)."""
+        :class:`OutcomeUnknown` without a ``lookup_url`` or when the API refuses the question (4xx
+        other than 429, an answer that is not a search result), and TransientSendError when it
+        cannot answer now (unreachable, 429, 5xx: recovery asks again on its next sweep). The API
+        must keep every message at least as long as recovery takes to ask (docs/notifier.md)."""
         if self.lookup_url is None:
             raise OutcomeUnknown("the SMTP relay cannot be asked what it accepted (no lookup URL)")
         if self._lookup_client is None:
@@ -239,12 +241,18 @@ class SmtpChannel(Channel):
             )
         except httpx.HTTPError as exc:
             raise TransientSendError(f"mail lookup unreachable: {type(exc).__name__}") from None
-        if response.status_code != 200:
-            raise TransientSendError(f"mail lookup {response.status_code}")
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise TransientSendError(f"mail lookup {status}")
+        if status != 200:  # a wrong URL (404), credentials (401/403), a query it refuses: asking again will not help
+            raise OutcomeUnknown(f"mail lookup answered {status}")
         try:
-            found = response.json().get("messages") or []
+            body = response.json()
         except ValueError:
-            raise TransientSendError("mail lookup answered something that is not JSON") from None
+            body = None
+        found = (body.get("messages") or []) if isinstance(body, dict) else None
+        if not isinstance(found, list):
+            raise OutcomeUnknown("mail lookup answered something that is not a search result")
         for item in found:
             if str(item.get("MessageID", "")).strip().strip("<>") == wanted[1:-1]:
                 return SendResult(provider_message_id=wanted)

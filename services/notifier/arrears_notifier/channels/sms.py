@@ -86,7 +86,8 @@ class TwilioSmsChannel(Channel):
         self._from = f"From={quote_plus(sender)}"
         # One TLS context for every client (each would otherwise load the CA bundle itself).
         tls = httpx.create_ssl_context()
-        proxy = None if proxy_bypass(self._url.host) else getproxies().get(self._url.scheme)
+        proxies = getproxies()
+        proxy = None if proxy_bypass(self._url.host) else (proxies.get(self._url.scheme) or proxies.get("all"))
         self._transports = [
             httpx.AsyncHTTPTransport(
                 verify=tls, limits=httpx.Limits(max_connections=1, max_keepalive_connections=1), proxy=proxy

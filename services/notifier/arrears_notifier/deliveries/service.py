@@ -62,6 +62,8 @@ SOURCE = "arrears/notifier"
 # A send that has not recorded its outcome after this long belongs to a process that died
 # (the providers' own timeouts are far shorter).
 STALE_SENDING = timedelta(minutes=2)
+# A message whose provider could not be asked for this long is reported "outcome unknown" (never resent).
+LOOKUP_GIVE_UP = timedelta(hours=24)
 
 # Twilio's message statuses in the order they happen; a callback never moves a message back.
 PROVIDER_STATUS_RANK = {
@@ -385,10 +387,18 @@ class DeliveryService:
                     "outcome unknown: the sender stopped during the provider call; not resent",
                 )
                 continue
-            except Exception as exc:  # provider unreachable: ask again on the next sweep
+            except Exception as exc:  # provider unreachable: ask again on the next sweep, for a while
                 log.warning(
                     "recovery lookup failed: %s", type(exc).__name__, extra={"notification_id": row.notification_id}
                 )
+                if now - (row.claimed_at or row.updated_at) >= LOOKUP_GIVE_UP:
+                    await self._finish(
+                        session,
+                        row,
+                        now,
+                        "failed",
+                        "outcome unknown: the provider could not be asked what it accepted for 24 hours; not resent",
+                    )
                 continue
             if found is not None:
                 await self.repo.record_sent(session, row.notification_id, now, found.provider_message_id)
