@@ -7,15 +7,11 @@ without rounding is refused with :class:`MoneyError`.
 
 from __future__ import annotations
 
-import functools
 import re
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import AfterValidator
-
-if TYPE_CHECKING:
-    from babel import Locale
 
 # ISO 4217 active currency codes and their minor-unit exponents (List One, 2024 edition),
 # plus the fund codes ERPs actually send. Every code not listed has exponent 2.
@@ -252,24 +248,14 @@ Currency = Annotated[str, AfterValidator(_check_currency)]
 """A pydantic type for an active ISO 4217 currency code."""
 
 
-@functools.lru_cache(maxsize=256)
-def _babel_locale(name: str) -> Locale | str:
-    """The parsed Babel locale for ``name`` (parsing it again on every call is most of the cost of
-    formatting an amount); ``name`` itself when it does not parse, so that Babel reports it as before."""
-    from babel import Locale
-
-    try:
-        return Locale.parse(name)
-    except Exception:  # format_currency raises it again, as it always did
-        return name
-
-
 def format_money(amount_minor: int, currency: str, locale: str) -> str:
     """``amount_minor`` formatted for a reader of ``locale`` (``1.234,50 €`` for de), via Babel/CLDR."""
     from babel.numbers import format_currency
 
-    loc = locale.replace("-", "_")
+    from arrears_shared.locales import babel_locale
+
+    english = babel_locale("en")
     try:
-        return format_currency(from_minor(amount_minor, currency), currency, locale=_babel_locale(loc))
+        return format_currency(from_minor(amount_minor, currency), currency, locale=babel_locale(locale) or english)
     except (ValueError, LookupError):
-        return format_currency(from_minor(amount_minor, currency), currency, locale=_babel_locale("en"))
+        return format_currency(from_minor(amount_minor, currency), currency, locale=english)

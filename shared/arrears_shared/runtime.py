@@ -68,8 +68,8 @@ class Runtime:
         self.inbox_table = inbox_table
         self.relay = OutboxRelay(outbox_table, self.sessionmaker, None, poll_seconds=settings.outbox_poll_seconds)
         self.consumers: list[BatchConsumer] = []
-        self._consumer_specs: list[tuple[str, list[str], EventRouter, Callable[[], None]]] = []
-        self._per_poll: set[str] = set()  # consumer groups that apply a whole poll in one transaction
+        # (group, topics, router, after commit, one transaction per poll) for each consumer to build
+        self._consumer_specs: list[tuple[str, list[str], EventRouter, Callable[[], None], bool]] = []
         # Every consumer group this process runs and its topics, however the consumer is built
         # (the Kubernetes manifests' Kafka ACLs and autoscalers are checked against it).
         self.consumer_groups: dict[str, list[str]] = {}
@@ -102,13 +102,11 @@ class Runtime:
             if after_commit is not None:
                 after_commit()
 
-        self._consumer_specs.append((group_id, topics, router, committed))
-        if one_transaction_per_poll:
-            self._per_poll.add(group_id)
+        self._consumer_specs.append((group_id, topics, router, committed, one_transaction_per_poll))
         self.consumer_groups[group_id] = list(topics)
 
     def _build_consumers(self) -> None:
-        for group_id, topics, router, committed in self._consumer_specs:
+        for group_id, topics, router, committed, per_poll in self._consumer_specs:
             consumer = BatchConsumer(
                 consumer=make_consumer(self.settings, group_id, topics, client_id=f"arrears-{self.service}"),
                 group_id=group_id,
@@ -119,7 +117,7 @@ class Runtime:
                 max_retries=self.settings.kafka_max_retries,
                 batch_size=self.settings.kafka_consumer_batch,
                 after_commit=committed,
-                one_transaction_per_poll=group_id in self._per_poll,
+                one_transaction_per_poll=per_poll,
             )
             self.consumers.append(consumer)
             self.add_loop(f"consumer:{group_id}", consumer.run, consumer.stop)

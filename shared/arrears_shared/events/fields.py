@@ -8,8 +8,10 @@ from functools import lru_cache
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from babel import Locale, UnknownLocaleError
+from babel import Locale
 from pydantic import AfterValidator, Field, Strict
+
+from arrears_shared.locales import babel_locale
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 Identifier = Annotated[str, Field(pattern=_ID, description="1-128 characters: letters, digits and ._:/@+-")]
@@ -47,19 +49,9 @@ def _territories() -> frozenset[str]:
 
 
 def _check_language(tag: str) -> str:
-    if not _known_language(tag):
+    if babel_locale(tag) is None:
         raise ValueError(f"{tag!r} is not a BCP 47 language tag Arrears knows, e.g. en, de-CH")
     return tag
-
-
-@lru_cache(maxsize=1024)
-def _known_language(tag: str) -> bool:
-    """Whether Babel knows ``tag`` (remembered: every event with a customer checks one)."""
-    try:
-        Locale.parse(tag, sep="-" if "-" in tag else "_")
-    except (ValueError, UnknownLocaleError):
-        return False
-    return True
 
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")

@@ -10,19 +10,19 @@ Templates get two Babel filters in the recipient's locale: ``date`` (ISO date â†
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from babel import Locale, UnknownLocaleError
+from babel import Locale
 from babel.dates import format_date
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, pass_context, select_autoescape
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 from arrears_notifier.channels.segments import SmsLength, fit, measure
+from arrears_shared.locales import babel_locale
 from arrears_shared.money import format_money
 
 TEMPLATE_DIR = Path(__file__).parent / "messages"
@@ -44,14 +44,9 @@ class TemplateMissing(LookupError):
     pass
 
 
-@functools.lru_cache(maxsize=256)
-def _babel_locale(locale: str) -> str:
-    tag = locale.replace("-", "_")
-    try:
-        Locale.parse(tag)
-    except (ValueError, UnknownLocaleError):
-        return "en"
-    return tag
+def _babel_locale(locale: str) -> Locale:
+    """The reader's Babel locale, English when Babel does not know it."""
+    return babel_locale(locale) or Locale("en")
 
 
 def _format_date(value: Any, locale: str) -> str:
@@ -70,7 +65,7 @@ def _format_date(value: Any, locale: str) -> str:
 def _format_money(amount_minor: Any, currency: str, locale: str) -> str:
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
         raise TypeError("money amounts are integer minor units")
-    return format_money(amount_minor, currency, _babel_locale(locale))
+    return format_money(amount_minor, currency, locale)
 
 
 @pass_context
