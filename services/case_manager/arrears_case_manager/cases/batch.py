@@ -42,8 +42,7 @@ from arrears_case_manager.cases.repository import CaseRepository, _ids
 from arrears_case_manager.cases.state import CLOSED
 from arrears_case_manager.models import accounts, cases, payment_plans, promises, timeline
 from arrears_shared.events.envelope import CloudEvent
-from arrears_shared.messaging.outbox import Outbox, shard_of
-from arrears_shared.tracing import trace_headers
+from arrears_shared.messaging.outbox import Outbox
 
 # The columns an evaluation may change on an existing case (everything else is the API's).
 _EVALUATED = (
@@ -210,12 +209,12 @@ def _copy(row: SimpleNamespace | None) -> Any:
 
 
 class BufferedOutbox(Outbox):
-    """Keeps the rows :meth:`Outbox.add` would insert, in order, and inserts them in one statement."""
+    """Keeps the rows :meth:`Outbox.add` would insert, in order, and inserts them in one statement
+    (:meth:`Outbox.add_payloads`, with the trace of the batch's work)."""
 
     def __init__(self, outbox: Outbox) -> None:
         super().__init__(outbox.table)
-        self.rows: list[dict[str, Any]] = []
-        self._carried: dict[str, str] | None = None
+        self.rows: list[tuple[str, str | None, bytes]] = []
 
     async def add(
         self,
@@ -226,21 +225,14 @@ class BufferedOutbox(Outbox):
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        if self._carried is None:
-            self._carried = trace_headers()  # the trace of the work that emits them
-        k = key if key is not None else event.subject
-        self.rows.append(
-            {
-                "topic": topic,
-                "key": k,
-                "shard": shard_of(k),
-                "payload": event.to_json(),
-                "headers": {**self._carried, **headers} if headers else self._carried,
-            }
-        )
+        if headers:  # a row with headers of its own goes in alone, after the ones before it
+            await self.flush(session)
+            await super().add(session, topic, event, key=key, headers=headers)
+            return
+        self.rows.append((topic, key if key is not None else event.subject, event.to_json()))
 
     async def flush(self, session: AsyncSession) -> None:
-        await insert_rows(session, self.table, self.rows)
+        await self.add_payloads(session, self.rows)
         self.rows = []
 
 
