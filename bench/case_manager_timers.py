@@ -12,7 +12,6 @@ alone, ``--explain`` prints each worklist shape's plan. The tests reuse :func:`s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import resource
@@ -38,6 +37,7 @@ from arrears_shared.clock import FixedClock
 from arrears_shared.db import make_sessionmaker
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.settings import async_database_url
+from bench.measure import postmaster, tree_cpu
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 LAST_CPU: list[float] = []  # CPU seconds of each sweeper process of the last run_replicas
@@ -310,19 +310,7 @@ async def worklist_p99(url: str, queries: int = 480, explain: bool = False) -> d
 def postgres_cpu(pg: Any) -> float | None:
     """CPU seconds the embedded PostgreSQL server has used so far, its ended backends included
     (None with ``$DATABASE_URL``'s server, whose other users would be counted too)."""
-    if pg is None:
-        return None
-    import psutil  # type: ignore[import-untyped]
-
-    pid = int((Path(pg.pgdata) / "postmaster.pid").read_text().split()[0])
-    server = psutil.Process(pid)
-    total = server.cpu_times()
-    cpu = float(total.user + total.system + total.children_user + total.children_system)
-    for child in server.children():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            times = child.cpu_times()
-            cpu += times.user + times.system
-    return cpu
+    return None if pg is None else tree_cpu(postmaster(pg))
 
 
 def _database() -> tuple[str, Any]:

@@ -45,6 +45,7 @@ from arrears_dev.stack import (
 )
 from arrears_ingest.settings import IngestSettings
 from arrears_shared.topics import INBOUND, LEDGER
+from bench.measure import tree_cpu
 
 BATCH = 500
 
@@ -317,20 +318,6 @@ class Ingest:
     def stop(self) -> None:
         for _, proc, _ in self.procs:
             stop_process(proc)
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its live children (PostgreSQL's backends)."""
-    try:
-        root = psutil.Process(pid)
-        total = 0.0
-        for proc in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
-                total += t.user + t.system
-        return total
-    except psutil.Error:
-        return 0.0
 
 
 class CpuMeter:

@@ -54,6 +54,7 @@ from arrears_shared.clock import SystemClock
 from arrears_shared.db import make_engine, make_sessionmaker
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.settings import async_database_url
+from bench.measure import postmaster, tree_cpu
 
 
 def rows(channel: str, n: int, now: datetime) -> list[dict[str, Any]]:
@@ -147,34 +148,6 @@ def worker(job: Job, index: int, channel: str, go: EventType, results: Any) -> N
     results.put((index, time.process_time() - cpu0, rss, time.perf_counter()))
 
 
-def cpu_seconds(proc: psutil.Process | None) -> float:
-    """CPU time of ``proc`` and of its children, waited-for (exited) ones included."""
-    if proc is None:
-        return 0.0
-    try:
-        t = proc.cpu_times()
-        total = t.user + t.system + t.children_user + t.children_system
-        for child in proc.children(recursive=True):
-            try:
-                c = child.cpu_times()
-                total += c.user + c.system
-            except psutil.Error:
-                pass
-        return total
-    except psutil.Error:
-        return 0.0
-
-
-def postmaster(pg: EmbeddedPostgres | None) -> psutil.Process | None:
-    if pg is None:
-        return None
-    pidfile = pg.pgdata / "postmaster.pid"
-    try:
-        return psutil.Process(int(pidfile.read_text().split()[0]))
-    except (OSError, ValueError, psutil.Error):
-        return None
-
-
 @dataclass
 class Figures:
     rate: float
@@ -214,12 +187,12 @@ def run_channel(
         p.start()
     time.sleep(3.0)  # imports and start-up, not measured
     load = os.getloadavg()
-    sink0, db0 = cpu_seconds(sink), cpu_seconds(db)
+    sink0, db0 = tree_cpu(sink), tree_cpu(db)
     start = time.perf_counter()
     go.set()
     reports = [results.get(timeout=600) for _ in procs]
     elapsed = max(r[3] for r in reports) - start
-    sink1, db1 = cpu_seconds(sink), cpu_seconds(db)
+    sink1, db1 = tree_cpu(sink), tree_cpu(db)
     for p in procs:
         p.join(30)
     sent = asyncio.run(count_sent())

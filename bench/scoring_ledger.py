@@ -46,6 +46,7 @@ from arrears_shared.events.v1 import InvoiceIssued, PaymentReceived
 from arrears_shared.migrations import upgrade
 from arrears_shared.settings import async_database_url
 from arrears_shared.topics import LEDGER
+from bench.measure import postmaster, tree_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS = ROOT / "services" / "scoring" / "arrears_scoring" / "migrations"
@@ -122,12 +123,6 @@ def _cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
-def _pg_backends(pg: EmbeddedPostgres) -> list[psutil.Process]:
-    pid = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
-    master = psutil.Process(pid)
-    return [master, *master.children()]
-
-
 async def produce(bootstrap: str, msgs: list[tuple[bytes, bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
     await producer.start()
@@ -195,14 +190,14 @@ async def drive(
                 peaks[i] = max(peaks[i], p.memory_info().rss)
             if any(w.poll() is not None for w in workers):
                 raise SystemExit("a worker exited early")
-            sample = (_cpu(procs), _cpu(_pg_backends(pg)))
+            sample = (_cpu(procs), tree_cpu(postmaster(pg)))
             async with sessionmaker() as session:
                 done = int(await session.scalar(text("SELECT count(*) FROM scoring.inbox")) or 0)
             if not done:
                 cpu_before = sample
         last = time.time()
         t_last = time.perf_counter()
-        cpu_after = (_cpu(procs), _cpu(_pg_backends(pg)))
+        cpu_after = (_cpu(procs), tree_cpu(postmaster(pg)))
         async with sessionmaker() as session:
             first_at: datetime = await session.scalar(text("SELECT min(processed_at) FROM scoring.inbox"))
         steady = last - first_at.timestamp()
