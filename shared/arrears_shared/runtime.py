@@ -10,6 +10,7 @@ takes the process down with it, so Kubernetes restarts it rather than leaving it
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -35,6 +36,20 @@ from arrears_shared.settings import CommonSettings
 from arrears_shared.tracing import configure_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
+
+# The cyclic garbage collector's first threshold (container allocations net of frees between young
+# collections; Python's default is 700). A consumer holds a few thousand events per batch in flight,
+# each a dozen objects that live until the batch is written: with the default, every batch survived
+# dozens of young collections and several full ones, about a tenth of ingest's CPU. Almost everything
+# is freed by reference counting anyway, so collecting rarely costs little memory.
+GC_THRESHOLD = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage rarely, and never rescan what was loaded at start-up (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 @dataclass
@@ -205,6 +220,7 @@ class Runtime:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = self
         await self.start()
+        tune_gc()
         try:
             yield
         finally:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -24,21 +21,6 @@ from arrears_shared.runtime import Runtime
 from arrears_shared.topics import INBOUND
 
 SERVICE = "ingest"
-
-# The cyclic garbage collector's first threshold (container allocations net of frees between young
-# collections; Python's default is 700). Ingest holds a few thousand events per batch in flight, each
-# a dozen objects that live until the batch is written: with the default, every batch survived dozens
-# of young collections and several full ones, about a tenth of ingest's CPU. Almost everything is
-# freed by reference counting anyway, so collecting rarely costs little memory.
-GC_THRESHOLD = (50_000, 20, 20)
-
-
-def tune_gc() -> None:
-    """Collect cyclic garbage rarely, and never rescan what was loaded at start-up (``gc.freeze``)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
-
 
 def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(service=SERVICE, settings=settings, outbox_table=outbox, inbox_table=inbox)
@@ -63,13 +45,7 @@ def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> Fast
     runtime.relay.batch = settings.relay_batch
     runtime.relay.parallel = settings.relay_parallel
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime.lifespan(app):
-            tune_gc()
-            yield
-
-    app = FastAPI(title="Arrears ingest", version="1.0.0", lifespan=lifespan)
+    app = FastAPI(title="Arrears ingest", version="1.0.0", lifespan=runtime.lifespan)
     app.state.settings = settings
     app.state.ingest_service = service
     app.state.document_service = DocumentService(service)
