@@ -21,6 +21,7 @@ from arrears_shared.topics import INBOUND
 
 SERVICE = "ingest"
 
+
 def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(service=SERVICE, settings=settings, outbox_table=outbox, inbox_table=inbox)
     service = IngestService(runtime.outbox)
