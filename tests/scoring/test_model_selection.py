@@ -10,8 +10,21 @@ from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
 from arrears_scoring.risk.features import Record
-from arrears_scoring.risk.selection import CANDIDATES, SHIPPED, Candidate, inner_folds, select, winner_of
+from arrears_scoring.risk.selection import (
+    CANDIDATES,
+    SHIPPED,
+    Candidate,
+    inner_folds,
+    paired_bootstrap,
+    rank_auc,
+    select,
+    winner_of,
+)
 from arrears_scoring.risk.train import build_dataset, default_cutoff, split
 from tests.conftest import run_cli
 
@@ -110,3 +123,21 @@ def test_select_model_command_on_the_ibm_sample(shared_data: Path) -> None:
     assert report["selected"] == "bins l2 C=0.3"
     assert report["test"] == {"candidate": "bins l2 C=0.3", "auc": 0.92, "brier": 0.1011}
     assert report["shipped_form_test"] == {"candidate": "linear l2 C=1", "auc": 0.9267, "brier": 0.0974}
+    boot = report["test_bootstrap"]
+    assert boot["invoice"]["a_auc_95"] == [0.9053, 0.9444]
+    assert boot["customer"]["a_auc_95"] == [0.8985, 0.9472]
+    assert boot["invoice"]["b_minus_a_95"] == [-0.0125, -0.0009]
+    assert boot["customer"]["b_minus_a_95"] == [-0.0144, -0.0002]
+
+
+def test_rank_auc_equals_scikit_learns_with_ties_and_the_bootstrap_is_paired() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    p = np.round(rng.random(300) * 0.5 + y * 0.3, 1).astype(np.float64)  # coarse: many ties
+    assert rank_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    accounts = [f"c{i % 17}" for i in range(300)]
+    same = paired_bootstrap(y, p, p, accounts, resamples=50)
+    for mode in ("invoice", "customer"):
+        assert same[mode]["b_minus_a_95"] == [0.0, 0.0]  # a model against itself: no difference
+        low, high = same[mode]["a_auc_95"]
+        assert low <= round(float(roc_auc_score(y, p)), 4) <= high
