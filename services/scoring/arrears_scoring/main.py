@@ -1,4 +1,4 @@
-"""``arrears-scoring``: serve, migrate, train, backtest, reage."""
+"""``arrears-scoring``: serve, migrate, train, backtest, select-model, reage."""
 
 from __future__ import annotations
 
@@ -61,6 +61,25 @@ def backtest(
         raise typer.Exit(2) from None
     plot_calibration(report, plot)
     report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2))
+
+
+@cli.command("select-model")
+def select_model(
+    csv: Path = typer.Option(..., exists=True, dir_okay=False, help="IBM-format CSV of settled invoices."),
+    cutoff: str | None = typer.Option(None, help="Split date (YYYY-MM-DD); default: 70% of invoices by issue date."),
+) -> None:
+    """Model selection by time-ordered validation inside the training period only (fixed candidate
+    space; docs/scoring.md "Model selection"); the winner alone is scored on the test period."""
+    from arrears_scoring.risk.selection import select
+    from arrears_scoring.risk.train import BadCsv, read_ibm_csv
+
+    try:
+        records = read_ibm_csv(csv)
+        report = select(records, date.fromisoformat(cutoff) if cutoff else None)
+    except (BadCsv, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(json.dumps(report, indent=2))
 
 

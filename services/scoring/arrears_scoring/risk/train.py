@@ -14,7 +14,7 @@ import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -75,6 +75,7 @@ class Dataset:
     y: np.ndarray
     issued: list[date]
     settled: list[date]
+    accounts: list[str] = field(default_factory=list)
 
 
 def build_dataset(records: Iterable[Record]) -> Dataset:
@@ -86,7 +87,8 @@ def build_dataset(records: Iterable[Record]) -> Dataset:
     labels: list[int] = []
     issued: list[date] = []
     settled: list[date] = []
-    for recs in by_account.values():
+    accounts: list[str] = []
+    for account_id, recs in by_account.items():
         history = sorted((r.as_history() for r in recs), key=lambda h: (h.settled_date, h.issue_date))
         for r in recs:
             open_due = [
@@ -101,7 +103,8 @@ def build_dataset(records: Iterable[Record]) -> Dataset:
             labels.append(1 if r.late else 0)
             issued.append(r.issue_date)
             settled.append(r.settled_date)
-    return Dataset(np.array(rows, dtype=float), np.array(labels, dtype=int), issued, settled)
+            accounts.append(account_id)
+    return Dataset(np.array(rows, dtype=float), np.array(labels, dtype=int), issued, settled, accounts)
 
 
 def default_cutoff(ds: Dataset, share: float = 0.7) -> date:
