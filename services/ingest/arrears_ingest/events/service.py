@@ -127,15 +127,16 @@ def judge_event(index: int, raw: Any) -> _Valid | list[dict[str, str]]:
         return _slow(index, raw)
     if event.subject is None:
         event = event.model_copy(update={"subject": account_id})
-    dumped = event.model_dump(mode="json", exclude_none=True)
+    # pydantic writes the JSON itself (the same bytes as orjson of the "json" dump, without building the
+    # dump); the digest needs only the data's dump.
     return _Valid(
         index,
         event.source,
         event.id,
         event.type,
         account_id,
-        _digest_data(dumped["data"]),
-        orjson.dumps(dumped),
+        _digest_data(data.model_dump(mode="json", exclude_none=True)),
+        event.__pydantic_serializer__.to_json(event, exclude_none=True),
         claim,
     )
 
