@@ -23,7 +23,6 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import (
     LargeBinary,
-    Row,
     SmallInteger,
     Table,
     Text,
@@ -210,22 +209,25 @@ class OutboxRelay:
                 shards = list((await session.execute(self._lock_shards, {"scan": self.batch})).scalars())
             if not shards:
                 return 0
-            rows = (await session.execute(self._claim, {"n": self.batch, "shards": shards})).all()
+            rows: list[tuple[str, str | None, bytes, str]] = [
+                tuple(r) for r in await session.execute(self._claim, {"n": self.batch, "shards": shards})
+            ]
             if not rows:
                 return 0
             assert self.producer is not None, "the relay needs a started producer"
             # Until this transaction commits, the rows are only marked deleted: if publishing fails,
             # they are back for the next round.
-            await asyncio.gather(*await self._publish(rows))
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.topic] = counts.get(row.topic, 0) + 1
+            futures, counts = await self._publish(rows)
+            await asyncio.gather(*futures)
         for topic, n in counts.items():
             PRODUCED.labels(topic=topic).inc(n)
         return len(rows)
 
-    async def _publish(self, rows: Sequence[Row[Any]]) -> list[asyncio.Future[Any]]:
-        """Hand ``rows`` to the producer, in order per partition; the futures resolve once acknowledged.
+    async def _publish(
+        self, rows: Sequence[tuple[str, str | None, bytes, str]]
+    ) -> tuple[list[asyncio.Future[Any]], dict[str, int]]:
+        """Hand ``rows`` (topic, key, payload, headers as JSON text) to the producer, in order per
+        partition; the futures resolve once acknowledged. Also returns how many rows each topic got.
 
         Rows are packed into one record batch per partition (as many as they need) rather than sent
         one by one: a key goes to the partition the producer's default partitioner gives it, as it
@@ -234,34 +236,41 @@ class OutboxRelay:
         assert self.producer is not None
         producer = self.producer
         futures: list[asyncio.Future[Any]] = []
-        by_partition: dict[tuple[str, int], list[Row[Any]]] = {}
+        counts: dict[str, int] = {}
+        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes, str]]] = {}
         choosers: dict[str, Callable[[str | None], int]] = {}
-        for row in rows:
-            choose = choosers.get(row.topic)
+        for topic, key, payload, headers_text in rows:
+            choose = choosers.get(topic)
             if choose is None:
-                choose = choosers[row.topic] = self._chooser(row.topic, await producer.partitions_for(row.topic))
-            by_partition.setdefault((row.topic, choose(row.key)), []).append(row)
+                choose = choosers[topic] = self._chooser(topic, await producer.partitions_for(topic))
+                counts[topic] = 0
+            counts[topic] += 1
+            part = by_partition.get((topic, partition := choose(key)))
+            if part is None:
+                part = by_partition[(topic, partition)] = []
+            part.append((key.encode() if key is not None else None, payload, headers_text))
         # Headers come as JSON text, decoded once per distinct value: the rows one transaction wrote share theirs.
         decoded: dict[str, list[tuple[str, bytes]]] = {}
         for (topic, partition), part in by_partition.items():
             batch = producer.create_batch()
-            for row in part:
-                key = row.key.encode() if row.key is not None else None
-                headers = decoded.get(row.headers)
+            append = batch.append
+            for key_bytes, payload, headers_text in part:
+                headers = decoded.get(headers_text)
                 if headers is None:
-                    parsed: dict[str, Any] = orjson.loads(row.headers) if row.headers else {}
-                    headers = decoded[row.headers] = [(k, str(v).encode()) for k, v in parsed.items()]
-                if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
+                    parsed: dict[str, Any] = orjson.loads(headers_text) if headers_text else {}
+                    headers = decoded[headers_text] = [(k, str(v).encode()) for k, v in parsed.items()]
+                if append(key=key_bytes, value=payload, timestamp=None, headers=headers) is None:
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
+                    append = batch.append
+                    if append(key=key_bytes, value=payload, timestamp=None, headers=headers) is None:
                         # Larger than a whole batch: let send() handle (or refuse) it on its own.
                         futures.append(
-                            await producer.send(topic, row.payload, key=key, partition=partition, headers=headers)
+                            await producer.send(topic, payload, key=key_bytes, partition=partition, headers=headers)
                         )
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+        return futures, counts
 
     def _chooser(self, topic: str, partitions: set[int]) -> Callable[[str | None], int]:
         """The partition ``send`` would choose for a key of ``topic`` (remembered per key while the
