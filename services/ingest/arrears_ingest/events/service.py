@@ -194,8 +194,11 @@ class IngestService:
             valid.append(v)
 
         fresh = await self.repository.record_received(session, valid)
-        new = [v for v in valid if (v.source, v.id) in fresh]
-        old = [v for v in valid if (v.source, v.id) not in fresh]
+        if len(fresh) == len(valid):  # every key was new (the usual case): nothing to sort out
+            new, old = valid, []
+        else:
+            new = [v for v in valid if (v.source, v.id) in fresh]
+            old = [v for v in valid if (v.source, v.id) not in fresh]
         recorded = await self.repository.digests(session, [(v.source, v.id) for v in old])
         for v in old:
             if recorded.get((v.source, v.id)) in (None, v.digest):
