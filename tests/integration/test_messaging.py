@@ -348,3 +348,57 @@ async def test_parallel_relay_rounds_keep_the_order_per_key(broker: str, engine:
     assert sorted(seen) == sorted(keys)
     for key, ns in seen.items():
         assert ns == sorted(ns) and len(ns) == 50, key
+
+
+async def test_rows_stay_in_the_outbox_when_publishing_fails(
+    broker: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay deletes the rows it takes in the statement that claims them, but the deletion commits only
+    once the broker has acknowledged them: a failed publish leaves every row for the next round, in order."""
+    from aiokafka.errors import KafkaError
+
+    from arrears_shared.messaging.kafka import make_producer
+
+    topic = await create_topic(broker, partitions=3)
+    sessionmaker = make_sessionmaker(engine)
+    outbox = Outbox(scoring_outbox)
+    keys = [f"FAIL-{i}" for i in range(4)]
+    async with sessionmaker() as s, s.begin():
+        await outbox.add_payloads(s, [(topic, keys[n % 4], orjson.dumps({"n": n})) for n in range(40)])
+    producer = make_producer(CommonSettings(kafka_bootstrap_servers=broker), "relay-fails")
+    await producer.start()
+    try:
+        relay = OutboxRelay(scoring_outbox, sessionmaker, producer, batch=25)
+
+        async def refused(*_: Any, **__: Any) -> Any:
+            raise KafkaError("the broker refused the batch")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(producer, "send_batch", refused)
+            with pytest.raises(KafkaError):
+                await relay.relay_once()
+        async with sessionmaker() as s:
+            assert await s.scalar(select(func.count()).select_from(scoring_outbox)) == 40
+        sent = 0
+        while (n := await relay.relay_once()) > 0:
+            sent += n
+    finally:
+        await producer.stop()
+    assert sent == 40
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=broker, auto_offset_reset="earliest", group_id=f"check-{uuid.uuid4().hex[:6]}"
+    )
+    await consumer.start()
+    seen: dict[str, list[int]] = defaultdict(list)
+    try:
+        async with asyncio.timeout(30):
+            while sum(len(v) for v in seen.values()) < 40:
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    for m in msgs:
+                        seen[m.key.decode()].append(orjson.loads(m.value)["n"])
+    finally:
+        await consumer.stop()
+    assert sorted(seen) == keys
+    for key, ns in seen.items():
+        assert ns == sorted(ns) and len(ns) == 10, key

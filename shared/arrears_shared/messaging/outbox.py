@@ -5,7 +5,8 @@ Order per key with several relay replicas: every row carries a shard (a stable h
 and a relay only takes rows whose shard it holds as a transaction-scoped advisory lock, taken
 before it reads any row. All rows of one key are in one shard, so only one relay at a time
 publishes a key's events, oldest first, and the next relay starts after the previous one committed.
-Rows are taken with FOR UPDATE SKIP LOCKED and deleted once the broker has acknowledged them.
+Rows are taken with FOR UPDATE SKIP LOCKED and deleted in the same statement; the deletion
+commits only once the broker has acknowledged them (a failed publish rolls it back).
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import (
-    BigInteger,
     LargeBinary,
-    Row,
     SmallInteger,
     Table,
     Text,
@@ -164,25 +163,30 @@ class OutboxRelay:
         # The schema and table names come from code (each service's models), never from input.
         # Shards are locked in one statement and rows read in the next: were both in one statement,
         # a lock taken late in the scan could let rows of a shard overtake earlier rows skipped
-        # while another relay still held it.
+        # while another relay still held it. The shards tried are those of the oldest rows (as many
+        # as a round takes, read through the primary key), not every shard of the table: a
+        # DISTINCT over the whole outbox read every row left and every dead one not yet vacuumed,
+        # on every round. A shard whose rows are all younger waits for a later round.
         name = f'"{table.schema}"."{table.name}"'
+        oldest = f"SELECT DISTINCT shard FROM (SELECT shard FROM {name} ORDER BY id LIMIT :scan) AS o"  # noqa: S608
         self._lock_shards = text(
-            f"SELECT shard FROM (SELECT DISTINCT shard FROM {name}) AS d "  # noqa: S608
-            f"WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard)"
+            f"SELECT shard FROM ({oldest}) AS d WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard)"  # noqa: S608
         )
         # The same, stopping after :n shards, tried in order from :start on (a materialized CTE is read
         # row by row, so no lock is taken beyond the limit).
         self._lock_some_shards = text(
-            f"WITH d AS MATERIALIZED (SELECT shard FROM (SELECT DISTINCT shard FROM {name}) AS s "  # noqa: S608
+            f"WITH d AS MATERIALIZED (SELECT shard FROM ({oldest}) AS s "  # noqa: S608
             f"ORDER BY (shard + {SHARDS} - :start) % {SHARDS}) "
             f"SELECT shard FROM d WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard) LIMIT :n"
         )
+        # Rows are claimed and deleted in one statement (the deletion commits only once the broker
+        # has acknowledged them, so a failed publish rolls it back): found by their physical
+        # address (a TID scan), not looked up again through the primary key one by one.
         self._claim = text(
-            f"SELECT id, topic, key, payload, headers::text AS headers FROM {name} "  # noqa: S608
-            "WHERE shard = ANY(:shards) ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED"
-        )
-        self._delete = text(f"DELETE FROM {name} WHERE id = ANY(:ids)").bindparams(  # noqa: S608
-            bindparam("ids", type_=ARRAY(BigInteger))
+            f"WITH taken AS (DELETE FROM {name} WHERE ctid = ANY(ARRAY("  # noqa: S608
+            f"SELECT ctid FROM {name} WHERE shard = ANY(:shards) ORDER BY id LIMIT :n FOR UPDATE SKIP LOCKED)) "
+            "RETURNING id, topic, key, payload, headers::text AS headers) "
+            "SELECT topic, key, payload, headers FROM taken ORDER BY id"
         )
         self._partitioner = DefaultPartitioner()
         self._partitions: dict[str, tuple[int, dict[str, int]]] = {}
@@ -199,27 +203,31 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         async with self.sessionmaker() as session, session.begin():
             if self.parallel > 1:
-                some = {"start": random.randrange(SHARDS), "n": -(-SHARDS // self.parallel)}
+                some = {"start": random.randrange(SHARDS), "n": -(-SHARDS // self.parallel), "scan": self.batch}
                 shards = list((await session.execute(self._lock_some_shards, some)).scalars())
             else:
-                shards = list((await session.execute(self._lock_shards)).scalars())
+                shards = list((await session.execute(self._lock_shards, {"scan": self.batch})).scalars())
             if not shards:
                 return 0
-            rows = (await session.execute(self._claim, {"n": self.batch, "shards": shards})).all()
+            rows: list[tuple[str, str | None, bytes, str]] = [
+                tuple(r) for r in await session.execute(self._claim, {"n": self.batch, "shards": shards})
+            ]
             if not rows:
                 return 0
             assert self.producer is not None, "the relay needs a started producer"
-            await asyncio.gather(*await self._publish(rows))
-            await session.execute(self._delete, {"ids": [r.id for r in rows]})
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row.topic] = counts.get(row.topic, 0) + 1
+            # Until this transaction commits, the rows are only marked deleted: if publishing fails,
+            # they are back for the next round.
+            futures, counts = await self._publish(rows)
+            await asyncio.gather(*futures)
         for topic, n in counts.items():
             PRODUCED.labels(topic=topic).inc(n)
         return len(rows)
 
-    async def _publish(self, rows: Sequence[Row[Any]]) -> list[asyncio.Future[Any]]:
-        """Hand ``rows`` to the producer, in order per partition; the futures resolve once acknowledged.
+    async def _publish(
+        self, rows: Sequence[tuple[str, str | None, bytes, str]]
+    ) -> tuple[list[asyncio.Future[Any]], dict[str, int]]:
+        """Hand ``rows`` (topic, key, payload, headers as JSON text) to the producer, in order per
+        partition; the futures resolve once acknowledged. Also returns how many rows each topic got.
 
         Rows are packed into one record batch per partition (as many as they need) rather than sent
         one by one: a key goes to the partition the producer's default partitioner gives it, as it
@@ -228,34 +236,41 @@ class OutboxRelay:
         assert self.producer is not None
         producer = self.producer
         futures: list[asyncio.Future[Any]] = []
-        by_partition: dict[tuple[str, int], list[Row[Any]]] = {}
+        counts: dict[str, int] = {}
+        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes, str]]] = {}
         choosers: dict[str, Callable[[str | None], int]] = {}
-        for row in rows:
-            choose = choosers.get(row.topic)
+        for topic, key, payload, headers_text in rows:
+            choose = choosers.get(topic)
             if choose is None:
-                choose = choosers[row.topic] = self._chooser(row.topic, await producer.partitions_for(row.topic))
-            by_partition.setdefault((row.topic, choose(row.key)), []).append(row)
+                choose = choosers[topic] = self._chooser(topic, await producer.partitions_for(topic))
+                counts[topic] = 0
+            counts[topic] += 1
+            part = by_partition.get((topic, partition := choose(key)))
+            if part is None:
+                part = by_partition[(topic, partition)] = []
+            part.append((key.encode() if key is not None else None, payload, headers_text))
         # Headers come as JSON text, decoded once per distinct value: the rows one transaction wrote share theirs.
         decoded: dict[str, list[tuple[str, bytes]]] = {}
         for (topic, partition), part in by_partition.items():
             batch = producer.create_batch()
-            for row in part:
-                key = row.key.encode() if row.key is not None else None
-                headers = decoded.get(row.headers)
+            append = batch.append
+            for key_bytes, payload, headers_text in part:
+                headers = decoded.get(headers_text)
                 if headers is None:
-                    parsed: dict[str, Any] = orjson.loads(row.headers) if row.headers else {}
-                    headers = decoded[row.headers] = [(k, str(v).encode()) for k, v in parsed.items()]
-                if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
+                    parsed: dict[str, Any] = orjson.loads(headers_text) if headers_text else {}
+                    headers = decoded[headers_text] = [(k, str(v).encode()) for k, v in parsed.items()]
+                if append(key=key_bytes, value=payload, timestamp=None, headers=headers) is None:
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    if batch.append(key=key, value=row.payload, timestamp=None, headers=headers) is None:
+                    append = batch.append
+                    if append(key=key_bytes, value=payload, timestamp=None, headers=headers) is None:
                         # Larger than a whole batch: let send() handle (or refuse) it on its own.
                         futures.append(
-                            await producer.send(topic, row.payload, key=key, partition=partition, headers=headers)
+                            await producer.send(topic, payload, key=key_bytes, partition=partition, headers=headers)
                         )
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+        return futures, counts
 
     def _chooser(self, topic: str, partitions: set[int]) -> Callable[[str | None], int]:
         """The partition ``send`` would choose for a key of ``topic`` (remembered per key while the

@@ -127,15 +127,16 @@ def judge_event(index: int, raw: Any) -> _Valid | list[dict[str, str]]:
         return _slow(index, raw)
     if event.subject is None:
         event = event.model_copy(update={"subject": account_id})
-    dumped = event.model_dump(mode="json", exclude_none=True)
+    # pydantic writes the JSON itself (the same bytes as orjson of the "json" dump, without building the
+    # dump); the digest needs only the data's dump.
     return _Valid(
         index,
         event.source,
         event.id,
         event.type,
         account_id,
-        _digest_data(dumped["data"]),
-        orjson.dumps(dumped),
+        _digest_data(data.model_dump(mode="json", exclude_none=True)),
+        event.__pydantic_serializer__.to_json(event, exclude_none=True),
         claim,
     )
 
@@ -193,8 +194,11 @@ class IngestService:
             valid.append(v)
 
         fresh = await self.repository.record_received(session, valid)
-        new = [v for v in valid if (v.source, v.id) in fresh]
-        old = [v for v in valid if (v.source, v.id) not in fresh]
+        if len(fresh) == len(valid):  # every key was new (the usual case): nothing to sort out
+            new, old = valid, []
+        else:
+            new = [v for v in valid if (v.source, v.id) in fresh]
+            old = [v for v in valid if (v.source, v.id) not in fresh]
         recorded = await self.repository.digests(session, [(v.source, v.id) for v in old])
         for v in old:
             if recorded.get((v.source, v.id)) in (None, v.digest):
