@@ -22,6 +22,7 @@ ASCII (internationalised mailboxes) go through the standard library instead.
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import contextlib
 import email.policy
@@ -204,7 +205,8 @@ class SmtpChannel(Channel):
         try:
             if client is None or not client.is_connected:
                 client = await self._connect()
-            await self._envelope(client, message.to)
+            async with asyncio.timeout(self.timeout):
+                await self._envelope(client, message.to)
         except aiosmtplib.SMTPRecipientRefused as exc:
             self._discard(client)
             if 500 <= exc.code < 600:
@@ -224,7 +226,10 @@ class SmtpChannel(Channel):
             self._idle.append(client)
             raise HandoverRefused(message.notification_id)
         try:
-            await client.data(data)
+            # One deadline for the exchange (asyncio.timeout) rather than aiosmtplib's per reply
+            # (asyncio.wait_for, twice per DATA and once per command).
+            async with asyncio.timeout(self.timeout):
+                await client.data(data, timeout=None)
         except aiosmtplib.SMTPResponseException as exc:
             self._discard(client)
             if 500 <= exc.code < 600:
@@ -238,16 +243,17 @@ class SmtpChannel(Channel):
 
     async def _envelope(self, client: aiosmtplib.SMTP, to: str) -> None:
         """MAIL FROM and RCPT TO, raising what aiosmtplib's ``mail`` and ``rcpt`` raise. Plain
-        addresses on a connection past EHLO go straight to ``execute_command``."""
+        addresses on a connection past EHLO go straight to ``execute_command``, without a
+        deadline of their own (the caller's ``asyncio.timeout`` bounds both)."""
         rcpt_to = envelope_address(to)
         if self._mail_from is None or rcpt_to is None or client.is_ehlo_or_helo_needed:
             await client.mail(self.sender)
             await client.rcpt(to)
             return
-        response = await client.execute_command(b"MAIL", b"FROM:" + self._mail_from)
+        response = await client.execute_command(b"MAIL", b"FROM:" + self._mail_from, timeout=None)
         if response.code != SMTPStatus.completed:
             raise aiosmtplib.SMTPSenderRefused(response.code, response.message, self.sender)
-        response = await client.execute_command(b"RCPT", b"TO:" + rcpt_to)
+        response = await client.execute_command(b"RCPT", b"TO:" + rcpt_to, timeout=None)
         if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
             raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, to)
 
