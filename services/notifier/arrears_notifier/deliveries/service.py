@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from arrears_notifier.channels.base import (
     AmbiguousSendError,
@@ -563,7 +563,8 @@ class _Waves:
     item is queued (after one turn of the event loop, so that sends woken together share it);
     what arrives while it runs forms the next wave. So nothing waits for a timer, and under load
     round trips and commits are shared by many messages: one transaction for the marks of some
-    sends and the outcomes of others, rather than one for each kind.
+    sends and the outcomes of others, rather than one for each kind. Back-to-back waves run on one
+    connection, checked out of the pool (and pre-pinged) once for the run rather than per wave.
     """
 
     def __init__(
@@ -599,44 +600,79 @@ class _Waves:
         self._kick()
         await future
 
+    def _take(
+        self,
+    ) -> tuple[list[tuple[str, asyncio.Future[bool]]], list[tuple[_Outcome, asyncio.Future[None]]]]:
+        handovers, self._handovers = self._handovers[:MAX_WAVE], self._handovers[MAX_WAVE:]
+        outcomes, self._outcomes = self._outcomes[:MAX_WAVE], self._outcomes[MAX_WAVE:]
+        return handovers, outcomes
+
     async def _flush(self) -> None:
         await asyncio.sleep(0)
+        engine = getattr(self.sessionmaker, "kw", {}).get("bind")
         while self._handovers or self._outcomes:
-            handovers, self._handovers = self._handovers[:MAX_WAVE], self._handovers[MAX_WAVE:]
-            outcomes, self._outcomes = self._outcomes[:MAX_WAVE], self._outcomes[MAX_WAVE:]
+            if not isinstance(engine, AsyncEngine):
+                await self._wave(None, *self._take())
+                continue
+            # One connection (one pool check-out with its pre-ping) for a run of waves, each its
+            # own transaction on it, for as long as items keep arriving; after a failed wave, the
+            # next starts on a fresh check-out.
             try:
-                try:
-                    handed = await self._commit(handovers, outcomes)
-                except Exception:
-                    if not (handovers and outcomes) and len(outcomes) <= 1:
-                        raise
-                    # Apart, so that one outcome that cannot be recorded holds up neither the
-                    # marks nor the other outcomes.
-                    handed = await self._commit_apart(handovers, outcomes)
-            except BaseException as exc:
+                async with engine.connect() as connection:
+                    while self._handovers or self._outcomes:
+                        if not await self._wave(connection, *self._take()):
+                            break
+            except Exception as exc:  # could not connect: that wave fails, the next tries again
+                handovers, outcomes = self._take()
                 _fail(handovers, exc)
                 _fail(outcomes, exc)
-                if not isinstance(exc, Exception):
-                    _fail(self._handovers, exc)
-                    _fail(self._outcomes, exc)
+
+    async def _wave(
+        self,
+        connection: AsyncConnection | None,
+        handovers: list[tuple[str, asyncio.Future[bool]]],
+        outcomes: list[tuple[_Outcome, asyncio.Future[None]]],
+    ) -> bool:
+        """Commit one wave and settle its futures; False if any of it failed."""
+        try:
+            try:
+                handed = await self._commit(handovers, outcomes, connection)
+                ok = True
+            except Exception:
+                ok = False
+                if not (handovers and outcomes) and len(outcomes) <= 1:
                     raise
-                continue
-            for nid, future in handovers:
-                if not future.done():
-                    future.set_result(nid in handed)
-            for _, done in outcomes:
-                if not done.done():
-                    done.set_result(None)
+                # Apart (each on a fresh session), so that one outcome that cannot be recorded
+                # holds up neither the marks nor the other outcomes.
+                handed = await self._commit_apart(handovers, outcomes)
+        except BaseException as exc:
+            _fail(handovers, exc)
+            _fail(outcomes, exc)
+            if not isinstance(exc, Exception):
+                _fail(self._handovers, exc)
+                _fail(self._outcomes, exc)
+                raise
+            return False
+        for nid, future in handovers:
+            if not future.done():
+                future.set_result(nid in handed)
+        for _, done in outcomes:
+            if not done.done():
+                done.set_result(None)
+        return ok
 
     async def _commit(
         self,
         handovers: Sequence[tuple[str, asyncio.Future[bool]]],
         outcomes: Sequence[tuple[_Outcome, asyncio.Future[None]]],
+        connection: AsyncConnection | None = None,
     ) -> frozenset[str]:
-        """Marks and outcomes in one transaction; the ids that were still claimed."""
+        """Marks and outcomes in one transaction (on ``connection`` if given); the ids that were
+        still claimed."""
         self.transactions += 1
         handed: frozenset[str] = frozenset()
-        async with self.sessionmaker() as session, session.begin():
+        session = self.sessionmaker() if connection is None else self.sessionmaker(bind=connection)
+        async with session, session.begin():
             if handovers:
                 handed = await self.service.repo.mark_sending_many(
                     session, [nid for nid, _ in handovers], self.service.clock.now()
