@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpcore
 import httpx
 import pytest
 
 from arrears_dev.stack import free_port
 from arrears_notifier.channels.base import AmbiguousSendError, Message, TransientSendError
-from arrears_notifier.channels.netio import AsyncioBackend, use_asyncio_backend
+from arrears_notifier.channels.netio import _COALESCE, AsyncioBackend, AsyncioStream, _Protocol, use_asyncio_backend
 from arrears_notifier.channels.sms import TwilioSmsChannel
 
 Handler = Callable[[bytes, bytes], Awaitable[bytes | None]]
@@ -209,3 +210,46 @@ async def test_tls(certificate: tuple[Path, Path]) -> None:
     async with http_server(echo, tls=server_tls) as (port, _), client(verify=untrusted) as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(f"https://localhost:{port}/")
+
+
+class RecordingTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_request_head_and_body_leave_in_one_write() -> None:
+    transport = RecordingTransport()
+    protocol = _Protocol(asyncio.get_running_loop())
+    protocol.connection_made(transport)
+    stream = AsyncioStream(transport, protocol)
+    await stream.write(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n")
+    await stream.write(b"body")
+    assert transport.writes == []  # held until the answer is read
+    protocol.data_received(b"HTTP/1.1 201 Created\r\n")
+    assert await stream.read(65536) == b"HTTP/1.1 201 Created\r\n"
+    assert transport.writes == [b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody"]
+    # Without a read, the next turn of the loop sends what is held.
+    await stream.write(b"more")
+    await asyncio.sleep(0)
+    assert transport.writes[-1] == b"more"
+    # Past the coalescing size, a write goes out at once; closing sends what is held first.
+    big = b"x" * (_COALESCE + 1)
+    await stream.write(big)
+    assert transport.writes[-1] == big
+    await stream.write(b"last")
+    await stream.aclose()
+    assert transport.writes[-1] == b"last"
+    assert transport.closed
+    with pytest.raises(httpcore.WriteError):
+        await stream.write(b"after close")

@@ -6,9 +6,12 @@ anyio stream inside a ``fail_after`` cancel scope, with a checkpoint and an asyn
 the same interface (``httpcore.AsyncNetworkBackend``: connect, read, write, close, TLS, extra
 info) on an ``asyncio.Protocol``: a read returns what the protocol has buffered or waits on one
 future with a timer for its timeout, a write hands the bytes to the transport and waits only when
-the transport asks to pause. The HTTP itself stays httpx's and httpcore's (h11); only the layer
-below them changes. Failures are httpcore's own exceptions (``ConnectError``, ``ReadTimeout`` …),
-which httpx maps to its own as with any backend.
+the transport asks to pause. Small writes are held until the next read (or the next turn of the
+event loop) and go out together: httpcore writes a request's head and body separately, which
+would cost two socket writes (and two TCP segments for the provider to read) per SMS. The HTTP
+itself stays httpx's and httpcore's (h11); only the layer below them changes. Failures are
+httpcore's own exceptions (``ConnectError``, ``ReadTimeout`` …), which httpx maps to its own as
+with any backend.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import httpcore
 
 # Stop reading from the socket while this much is buffered and unread (answers here are small).
 _HIGH_WATER = 256 * 1024
+# Writes smaller than this in all are held until the next read or loop turn and sent together.
+_COALESCE = 64 * 1024
 
 
 class _Protocol(asyncio.Protocol):
@@ -103,8 +108,26 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        # Writes wait here until the next read (or the next turn of the loop), so that a request's
+        # head and body (two writes from httpcore) leave in one socket write and one TCP segment.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._flush_soon: asyncio.Handle | None = None
+
+    def _flush(self) -> None:
+        if self._flush_soon is not None:
+            self._flush_soon.cancel()
+            self._flush_soon = None
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._flush()
         protocol = self._protocol
         if not protocol.buffer and not protocol.eof:
             protocol.reader = protocol.loop.create_future()
@@ -124,7 +147,13 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         protocol = self._protocol
         if self._transport.is_closing():
             raise httpcore.WriteError("the connection is closed")
-        self._transport.write(buffer)
+        self._pending.append(buffer)
+        self._pending_size += len(buffer)
+        if self._pending_size < _COALESCE:
+            if self._flush_soon is None:
+                self._flush_soon = protocol.loop.call_soon(self._flush)
+            return
+        self._flush()
         if protocol.paused_writing:
             protocol.writer = protocol.loop.create_future()
             try:
@@ -135,6 +164,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
                 raise httpcore.WriteError(f"{type(protocol.error).__name__}: {protocol.error}")
 
     async def aclose(self) -> None:
+        self._flush()
         self._transport.close()
 
     async def start_tls(
@@ -144,6 +174,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = self._protocol.loop
+        self._flush()
         try:
             transport = await loop.start_tls(
                 self._transport,
