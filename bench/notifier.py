@@ -53,6 +53,7 @@ from arrears_notifier.templates.render import Renderer
 from arrears_shared.clock import SystemClock
 from arrears_shared.db import make_engine, make_sessionmaker
 from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.runtime import tune_gc
 from arrears_shared.settings import async_database_url
 from bench.measure import postmaster, tree_cpu
 
@@ -125,6 +126,8 @@ async def dispatch(job: Job) -> None:
         public_base_url="http://127.0.0.1:8004",
     )
     dispatcher = Dispatcher(service, sessionmaker, concurrency=job.concurrency, poll_seconds=0.05)
+    # As the service's Runtime.lifespan does once it has started (the dispatcher runs inside it).
+    tune_gc()
     await dispatcher.run(until_idle=True)
     for ch in channels.values():
         await ch.close()

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from arrears_dev.sms_sink import create_app as create_sms_app
 from arrears_dev.sms_sink import read_messages
-from arrears_dev.smtp_sink import StoreHandler, create_api
+from arrears_dev.smtp_sink import LeanController, StoreHandler, create_api
 from arrears_dev.stack import free_port, wait_for_port
 
 
@@ -54,7 +53,7 @@ class RecordingHandler:
 def smtp_server() -> Iterator[tuple[int, RecordingHandler]]:
     handler = RecordingHandler()
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False)
+    controller = LeanController(handler, hostname="127.0.0.1", port=port, decode_data=False)
     controller.start()
     try:
         yield port, handler
@@ -86,7 +85,7 @@ class MailSink:
 def mail_sink(directory: Path) -> Iterator[MailSink]:
     handler = StoreHandler(directory)
     port, api_port = free_port(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False)
+    controller = LeanController(handler, hostname="127.0.0.1", port=port, decode_data=False)
     controller.start()
     server = uvicorn.Server(uvicorn.Config(create_api(handler), host="127.0.0.1", port=api_port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

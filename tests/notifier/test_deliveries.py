@@ -4,6 +4,7 @@ breaker, recovery after a crash, and every decision reported on collections.deli
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from arrears_dev.stack import free_port
@@ -653,3 +654,70 @@ async def test_the_mail_lookup_is_never_taken_for_an_answer_it_did_not_give(sms:
         assert body["messages"][0]["MessageID"] == message_id(msg.notification_id)[1:-1]
         assert body["messages"][0]["To"] == [{"Name": "", "Address": "a@example.com"}]
         await asking.close()
+
+
+async def test_back_to_back_waves_share_one_connection_and_each_commits(
+    service: DeliveryService,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    engine: AsyncEngine,
+) -> None:
+    requests = [new_request("sms") for _ in range(6)]
+    for req in requests:
+        await submit(service, sessionmaker, req)
+    async with sessionmaker() as session, session.begin():
+        claimed = await service.claim(session, 10)
+    assert {r.notification_id for r in claimed} == {r.notification_id for r in requests}
+    checkouts: list[object] = []
+
+    def counted(*_: object) -> None:
+        checkouts.append(_)
+
+    event.listen(engine.sync_engine.pool, "checkout", counted)
+    try:
+        gate = asyncio.Event()
+        marking = asyncio.Event()
+        mark_many = service.repo.mark_sending_many
+        seen_by_others: list[str] = []
+
+        async def slow_first_mark(session: AsyncSession, notification_ids: list[str], now: datetime) -> frozenset[str]:
+            if not marking.is_set():
+                marking.set()
+                await gate.wait()
+            return await mark_many(session, notification_ids, now)
+
+        service.repo.mark_sending_many = slow_first_mark  # type: ignore[method-assign]
+        waves = service._waves_for(sessionmaker)
+        first = asyncio.ensure_future(waves.handover(requests[0].notification_id))
+        await marking.wait()
+        rest = asyncio.gather(*(waves.handover(r.notification_id) for r in requests[1:]))
+        await asyncio.sleep(0)
+        gate.set()
+        assert await first
+        assert list(await rest) == [True] * 5
+        assert waves.transactions == 2  # the first alone, then the five that came meanwhile
+        assert len(checkouts) == 1  # one check-out for both
+        async with sessionmaker() as other:  # committed, as another connection sees it
+            seen_by_others = list(
+                (
+                    await other.execute(
+                        select(notifications.c.status).where(
+                            notifications.c.notification_id.in_([r.notification_id for r in requests])
+                        )
+                    )
+                ).scalars()
+            )
+        assert seen_by_others == ["sending"] * 6
+        checkouts.clear()
+
+        # A wave that fails gives its connection back; the next wave checks out a fresh one.
+        async def broken(session: AsyncSession, notification_ids: list[str], now: datetime) -> frozenset[str]:
+            raise RuntimeError("statement failed")
+
+        service.repo.mark_sending_many = broken  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            await waves.handover("N-unknown")
+        service.repo.mark_sending_many = mark_many  # type: ignore[method-assign]
+        assert not await waves.handover("N-unknown")  # no such claimed row: refused, not an error
+        assert len(checkouts) == 2
+    finally:
+        event.remove(engine.sync_engine.pool, "checkout", counted)

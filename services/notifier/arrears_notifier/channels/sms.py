@@ -11,7 +11,8 @@ its transport (``handle_async_request``, httpx's transport API), rather than goi
 ``AsyncClient``, which on every request merges its defaults, parses the URL, runs the Basic-auth
 and redirect flows and extracts cookies through ``http.cookiejar``. The transports use the proxy
 that the environment names for the provider's URL (``HTTPS_PROXY`` and ``NO_PROXY``), as a client
-would. Lookups (recovery only) use an ordinary client.
+would. Their sockets are asyncio's own (:mod:`arrears_notifier.channels.netio`, an httpcore
+network backend) rather than anyio streams. Lookups (recovery only) use an ordinary client.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from arrears_notifier.channels.base import (
     SendResult,
     TransientSendError,
 )
+from arrears_notifier.channels.netio import AsyncioBackend, use_asyncio_backend
 
 # application/x-www-form-urlencoded as urllib's quote_plus does it (what httpx's ``data=`` uses),
 # one str.translate over the UTF-8 bytes instead of a Python loop over them.
@@ -95,7 +97,10 @@ class TwilioSmsChannel(Channel):
             for _ in range(max_connections)
         ]
         self._idle: asyncio.Queue[httpx.AsyncHTTPTransport] = asyncio.Queue()
+        backend = AsyncioBackend()
         for transport in self._transports:
+            # Sockets straight on asyncio rather than through anyio (channels/netio.py).
+            use_asyncio_backend(transport, backend)
             self._idle.put_nowait(transport)
         # For lookups (rare: recovery only), so that they never wait for a send's connection.
         self.client = httpx.AsyncClient(

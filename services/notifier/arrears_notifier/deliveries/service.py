@@ -29,14 +29,14 @@ import hashlib
 import hmac
 import logging
 import random
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from arrears_notifier.channels.base import (
     AmbiguousSendError,
@@ -555,12 +555,16 @@ MAX_WAVE = 256
 class _Waves:
     """Group commit for the sends running at once in one process.
 
-    The sends that reach their hand-over together are marked ``sending`` in one UPDATE and one
-    commit; each send waits for that commit before the provider may take its message. The outcomes
-    that arrive together are recorded in one transaction; each send waits for that commit too. A
-    flush starts as soon as the first item is queued (after one turn of the event loop, so that
-    sends woken together share it); what arrives while it runs forms the next wave. So nothing waits
-    for a timer, and under load round trips and commits are shared by many messages.
+    The sends that reach their hand-over together are marked ``sending`` in one UPDATE and the
+    outcomes that arrive together are recorded with it, in one transaction and one commit (a
+    send's outcome is only queued after its own mark was committed, so one wave never holds
+    both for the same message). Each send waits for that commit: before the provider may take
+    its message, and before its outcome counts as recorded. A flush starts as soon as the first
+    item is queued (after one turn of the event loop, so that sends woken together share it);
+    what arrives while it runs forms the next wave. So nothing waits for a timer, and under load
+    round trips and commits are shared by many messages: one transaction for the marks of some
+    sends and the outcomes of others, rather than one for each kind. Back-to-back waves run on one
+    connection, checked out of the pool (and pre-pinged) once for the run rather than per wave.
     """
 
     def __init__(
@@ -574,78 +578,128 @@ class _Waves:
         self.loop = loop
         self._handovers: list[tuple[str, asyncio.Future[bool]]] = []
         self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.transactions = 0  # committed or attempted, for tests and profiling
 
-    def _kick(self, name: str, flush: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        task = self._tasks.get(name)
-        if task is None or task.done():
-            self._tasks[name] = self.loop.create_task(flush())
+    def _kick(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = self.loop.create_task(self._flush())
 
     async def handover(self, notification_id: str) -> bool:
-        """Commit ``notification_id`` as sending (with whatever else is handed over now); False if it
-        moved on meanwhile. Returns only after the commit."""
+        """Commit ``notification_id`` as sending (with whatever else is handed over or recorded
+        now); False if it moved on meanwhile. Returns only after the commit."""
         future: asyncio.Future[bool] = self.loop.create_future()
         self._handovers.append((notification_id, future))
-        self._kick("handover", self._flush_handovers)
+        self._kick()
         return await future
 
     async def record(self, outcome: _Outcome) -> None:
         """Record ``outcome`` (with whatever else arrives now); returns after the commit."""
         future: asyncio.Future[None] = self.loop.create_future()
         self._outcomes.append((outcome, future))
-        self._kick("outcome", self._flush_outcomes)
+        self._kick()
         await future
 
-    async def _flush_handovers(self) -> None:
-        await asyncio.sleep(0)
-        while self._handovers:
-            wave, self._handovers = self._handovers[:MAX_WAVE], self._handovers[MAX_WAVE:]
-            try:
-                async with self.sessionmaker() as session, session.begin():
-                    handed = await self.service.repo.mark_sending_many(
-                        session, [nid for nid, _ in wave], self.service.clock.now()
-                    )
-            except BaseException as exc:
-                _fail(wave, exc)
-                if not isinstance(exc, Exception):
-                    _fail(self._handovers, exc)
-                    raise
-                continue
-            for nid, future in wave:
-                if not future.done():
-                    future.set_result(nid in handed)
+    def _take(
+        self,
+    ) -> tuple[list[tuple[str, asyncio.Future[bool]]], list[tuple[_Outcome, asyncio.Future[None]]]]:
+        handovers, self._handovers = self._handovers[:MAX_WAVE], self._handovers[MAX_WAVE:]
+        outcomes, self._outcomes = self._outcomes[:MAX_WAVE], self._outcomes[MAX_WAVE:]
+        return handovers, outcomes
 
-    async def _flush_outcomes(self) -> None:
+    async def _flush(self) -> None:
         await asyncio.sleep(0)
-        while self._outcomes:
-            wave, self._outcomes = self._outcomes[:MAX_WAVE], self._outcomes[MAX_WAVE:]
-            try:
-                try:
-                    async with self.sessionmaker() as session, session.begin():
-                        await self.service.record_outcomes(session, [o for o, _ in wave])
-                    done: list[tuple[_Outcome, asyncio.Future[None]]] = wave
-                except Exception:
-                    if len(wave) == 1:
-                        raise
-                    # One outcome that cannot be recorded must not hold up the others: each alone.
-                    done = []
-                    for item in wave:
-                        try:
-                            async with self.sessionmaker() as session, session.begin():
-                                await self.service.record_outcomes(session, [item[0]])
-                        except Exception as exc:
-                            _fail([item], exc)
-                        else:
-                            done.append(item)
-            except BaseException as exc:
-                _fail(wave, exc)
-                if not isinstance(exc, Exception):
-                    _fail(self._outcomes, exc)
-                    raise
+        engine = getattr(self.sessionmaker, "kw", {}).get("bind")
+        while self._handovers or self._outcomes:
+            if not isinstance(engine, AsyncEngine):
+                await self._wave(None, *self._take())
                 continue
-            for _, future in done:
-                if not future.done():
-                    future.set_result(None)
+            # One connection (one pool check-out with its pre-ping) for a run of waves, each its
+            # own transaction on it, for as long as items keep arriving; after a failed wave, the
+            # next starts on a fresh check-out.
+            try:
+                async with engine.connect() as connection:
+                    while self._handovers or self._outcomes:
+                        if not await self._wave(connection, *self._take()):
+                            break
+            except Exception as exc:  # could not connect: that wave fails, the next tries again
+                handovers, outcomes = self._take()
+                _fail(handovers, exc)
+                _fail(outcomes, exc)
+
+    async def _wave(
+        self,
+        connection: AsyncConnection | None,
+        handovers: list[tuple[str, asyncio.Future[bool]]],
+        outcomes: list[tuple[_Outcome, asyncio.Future[None]]],
+    ) -> bool:
+        """Commit one wave and settle its futures; False if any of it failed."""
+        try:
+            try:
+                handed = await self._commit(handovers, outcomes, connection)
+                ok = True
+            except Exception:
+                ok = False
+                if not (handovers and outcomes) and len(outcomes) <= 1:
+                    raise
+                # Apart (each on a fresh session), so that one outcome that cannot be recorded
+                # holds up neither the marks nor the other outcomes.
+                handed = await self._commit_apart(handovers, outcomes)
+        except BaseException as exc:
+            _fail(handovers, exc)
+            _fail(outcomes, exc)
+            if not isinstance(exc, Exception):
+                _fail(self._handovers, exc)
+                _fail(self._outcomes, exc)
+                raise
+            return False
+        for nid, future in handovers:
+            if not future.done():
+                future.set_result(nid in handed)
+        for _, done in outcomes:
+            if not done.done():
+                done.set_result(None)
+        return ok
+
+    async def _commit(
+        self,
+        handovers: Sequence[tuple[str, asyncio.Future[bool]]],
+        outcomes: Sequence[tuple[_Outcome, asyncio.Future[None]]],
+        connection: AsyncConnection | None = None,
+    ) -> frozenset[str]:
+        """Marks and outcomes in one transaction (on ``connection`` if given); the ids that were
+        still claimed."""
+        self.transactions += 1
+        handed: frozenset[str] = frozenset()
+        session = self.sessionmaker() if connection is None else self.sessionmaker(bind=connection)
+        async with session, session.begin():
+            if handovers:
+                handed = await self.service.repo.mark_sending_many(
+                    session, [nid for nid, _ in handovers], self.service.clock.now()
+                )
+            if outcomes:
+                await self.service.record_outcomes(session, [o for o, _ in outcomes])
+        return handed
+
+    async def _commit_apart(
+        self,
+        handovers: Sequence[tuple[str, asyncio.Future[bool]]],
+        outcomes: Sequence[tuple[_Outcome, asyncio.Future[None]]],
+    ) -> frozenset[str]:
+        """After a failed wave: the marks alone, then each outcome alone. What fails has its
+        future failed here; returns the ids marked sending."""
+        handed: frozenset[str] = frozenset()
+        if handovers:
+            try:
+                handed = await self._commit(handovers, ())
+            except Exception as exc:
+                _fail(handovers, exc)
+        for item in outcomes:
+            try:
+                await self._commit((), (item,))
+            except Exception as exc:
+                _fail([item], exc)
+        return handed
 
 
 def _fail(items: Sequence[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
