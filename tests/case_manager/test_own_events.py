@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ def test_own_event_is_what_model_construct_builds() -> None:
     at = datetime(2026, 12, 3, 10, 0, 0, 500, tzinfo=timezone(timedelta(hours=1)))
     data = CaseEvent(case_id="C-1", account_id="A-1", stage="reminder")
     own = _event("collections.case.opened", "A-1", data, at, "id-1")
-    fields = {
+    fields: dict[str, Any] = {
         "specversion": "1.0",
         "id": "id-1",
         "source": SOURCE,
