@@ -258,6 +258,7 @@ class BatchRepository(CaseRepository):
         self._plans: dict[str, SimpleNamespace | None] = {}  # case -> its active plan
         self._new: dict[str, None] = {}  # cases created in this batch, in order
         self._dirty: dict[str, None] = {}  # loaded cases changed in this batch
+        self._changed: set[str] = {"version"}  # the columns set on any of them (each update bumps the version)
         self._timeline: list[dict[str, Any]] = []
         self._fees: dict[str, set[tuple[str, str]]] = {}
         self._states: dict[str, dict[str, Any]] = {}
@@ -362,6 +363,7 @@ class BatchRepository(CaseRepository):
         row.version += 1
         if case_id not in self._new:
             self._dirty[case_id] = None
+            self._changed.update(values)
 
     async def add_timeline(
         self, session: AsyncSession, case_id: str, at: datetime, kind: str, actor: str, data: dict[str, Any]
@@ -392,11 +394,13 @@ class BatchRepository(CaseRepository):
         """Write everything kept, in an order the constraints accept: changed cases first (a case closed in
         this batch before its account's next one opens), then new cases, then timeline rows."""
         if self._dirty:
+            # Only the columns some evaluation set: the others still hold what was loaded (and row-locked).
+            names = [n for n in _EVALUATED if n in self._changed]
             await update_rows(
                 session,
                 cases,
                 "case_id",
-                [{"case_id": c, **{n: getattr(self._cases[c], n) for n in _EVALUATED}} for c in self._dirty],
+                [{"case_id": c, **{n: getattr(self._cases[c], n) for n in names}} for c in self._dirty],
             )
         if self._new:
             await insert_rows(session, cases, [vars(self._cases[c]) for c in self._new])
@@ -410,6 +414,7 @@ class BatchRepository(CaseRepository):
             await session.execute(_SET_WAKES, {"ids": list(self._wakes), "wakes": list(self._wakes.values())})
         self._new.clear()
         self._dirty.clear()
+        self._changed = {"version"}
         self._timeline = []
         self._states.clear()
         self._wakes.clear()
