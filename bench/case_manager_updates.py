@@ -7,7 +7,8 @@ consumer with inbox and outbox, real PostgreSQL), and the consumer process's mem
 (notification requested), the later ones change its balance and re-evaluate it. The events are
 produced first; then ``--replicas`` consumer processes (each as the service runs it, one group,
 splitting the 12 partitions) apply them. Printed: the rate from the first applied to the last, the
-consumer CPU summed over the processes (from their start, so the group join is included), each
+consumer CPU summed over the processes (from their start, so the group join is included), the
+embedded PostgreSQL's CPU over the same span (not measured with ``$DATABASE_URL``'s server), each
 process's peak RSS and the load average; ``--profile-dir`` writes a cProfile of each process.
 """
 
@@ -42,9 +43,11 @@ from arrears_shared.events.v1 import AccountUpdated
 from arrears_shared.messaging.consumer import BatchConsumer
 from arrears_shared.messaging.kafka import make_consumer
 from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.runtime import tune_gc
 from arrears_shared.settings import CommonSettings, async_database_url
 from arrears_shared.topics import ACCOUNTS
 from bench.case_manager_timers import NOW, _database, _state
+from bench.measure import postmaster, tree_cpu
 
 
 async def _produce(bootstrap: str, n: int, accounts: int) -> None:
@@ -92,6 +95,7 @@ async def _worker(url: str, bootstrap: str, profile: str | None) -> None:
         one_transaction_per_poll=True,  # as the service runs it (app.py)
     )
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, consumer.stop)
+    tune_gc()  # as the service's runtime does once started (Runtime.lifespan)
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
@@ -120,27 +124,31 @@ def _peak_rss_mb(proc: psutil.Process) -> float:
     return float(proc.memory_info().rss / 2**20)
 
 
-async def _drive(url: str, n: int, procs: list[psutil.Process]) -> dict[str, Any]:
+async def _drive(url: str, n: int, procs: list[psutil.Process], pg: psutil.Process | None) -> dict[str, Any]:
     """Wait until all ``n`` events are applied; the rate from the first applied (the start of the
     first transaction that applied any, the inbox's ``processed_at``) to the last seen applied, and
-    the workers' CPU from their start to then (the group join included)."""
+    the workers' CPU from their start to then (the group join included). PostgreSQL's CPU (``pg``, the
+    postmaster: its backends included) is counted from the same first applied batch."""
     engine = create_async_engine(async_database_url(url), pool_size=1)
     start = time.perf_counter()
-    before = ([_cpu(p) for p in procs], 0)  # the workers' CPU when the last poll saw nothing or little applied
+    # The workers' (and PostgreSQL's) CPU when the last poll saw nothing or little applied.
+    before = ([_cpu(p) for p in procs], 0, tree_cpu(pg))
     try:
         while True:
             await asyncio.sleep(0.1)
             sample = [_cpu(p) for p in procs]
+            pg_sample = tree_cpu(pg)
             async with engine.connect() as conn:
                 done = (await conn.execute(select(func.count()).select_from(inbox))).scalar_one()
             if not done:
-                before = (sample, 0)
+                before = (sample, 0, pg_sample)
             elif before[1] == 0:
-                before = (sample, done)  # the first applied batch: CPU from here is the steady state's
+                before = (sample, done, pg_sample)  # the first applied batch: CPU from here is the steady state's
             if done >= n:
                 last = time.time()
                 took = time.perf_counter() - start
                 cpu = [_cpu(p) for p in procs]
+                pg_cpu = tree_cpu(pg) - before[2]
                 peaks = [_peak_rss_mb(p) for p in procs]
                 async with engine.connect() as conn:
                     first = (await conn.execute(select(func.min(inbox.c.processed_at)))).scalar_one()
@@ -151,6 +159,7 @@ async def _drive(url: str, n: int, procs: list[psutil.Process]) -> dict[str, Any
                     "peaks": peaks,
                     "steady_cpu": sum(cpu) - sum(before[0]),
                     "steady_events": n - before[1],
+                    "steady_pg_cpu": pg_cpu if pg is not None else None,
                 }
             for p in procs:
                 if not p.is_running() or p.status() == psutil.STATUS_ZOMBIE:
@@ -208,8 +217,14 @@ def main(argv: list[str] | None = None) -> None:
             if args.profile_dir:
                 cmd += ["--profile", str(Path(args.profile_dir).resolve() / f"replica-{i}.prof")]
             workers.append(subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1]))
-        r = asyncio.run(_drive(url, n, [psutil.Process(w.pid) for w in workers]))
+        r = asyncio.run(_drive(url, n, [psutil.Process(w.pid) for w in workers], postmaster(pg)))
         cpu = sum(r["cpu"])
+        pg_cpu = r["steady_pg_cpu"]
+        pg_text = (
+            "not measured"
+            if pg_cpu is None
+            else f"{pg_cpu:.1f} s, {pg_cpu / r['steady_events'] * 1e6:.0f} us per update after the first applied batch"
+        )
         print(
             f"updates: {n} ar.account.updated over {accounts} accounts, {args.replicas} consumer process(es): "
             f"{r['steady']:.1f} s from the first applied to the last, {n / r['steady']:.0f}/s "
@@ -217,6 +232,7 @@ def main(argv: list[str] | None = None) -> None:
             f"consumer CPU {cpu:.1f} s summed ({', '.join(f'{c:.1f}' for c in r['cpu'])}), "
             f"{cpu / n * 1e6:.0f} us per update (after the first applied batch: {r['steady_cpu']:.1f} s for "
             f"{r['steady_events']}, {r['steady_cpu'] / r['steady_events'] * 1e6:.0f} us per update); "
+            f"PostgreSQL CPU {pg_text}; "
             f"peak RSS per process {', '.join(f'{m:.0f}' for m in r['peaks'])} MB; "
             f"load before {load_before}, after {os.getloadavg()}"
         )

@@ -7,11 +7,16 @@ without rounding is refused with :class:`MoneyError`.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator
+
+if TYPE_CHECKING:
+    from babel import Locale
 
 # ISO 4217 active currency codes and their minor-unit exponents (List One, 2024 edition),
 # plus the fund codes ERPs actually send. Every code not listed has exponent 2.
@@ -249,13 +254,97 @@ Currency = Annotated[str, AfterValidator(_check_currency)]
 
 
 def format_money(amount_minor: int, currency: str, locale: str) -> str:
-    """``amount_minor`` formatted for a reader of ``locale`` (``1.234,50 €`` for de), via Babel/CLDR."""
-    from babel.numbers import format_currency
+    """``amount_minor`` formatted for a reader of ``locale`` (``1.234,50 €`` for de), via Babel/CLDR.
 
+    Exactly what ``babel.numbers.format_currency`` gives (in the locale, else in English when Babel
+    cannot format the currency there), with the locale's pattern, symbols and the currency's digits
+    looked up once per (currency, locale) rather than on every call."""
+    return _money_formatter(currency, locale)(amount_minor)
+
+
+@functools.lru_cache(maxsize=4096)
+def _money_formatter(currency: str, locale: str) -> Callable[[int], str]:
     from arrears_shared.locales import babel_locale
 
     english = babel_locale("en")
+    assert english is not None  # Babel always knows English
+    chosen = babel_locale(locale) or english
     try:
-        return format_currency(from_minor(amount_minor, currency), currency, locale=babel_locale(locale) or english)
+        return _compile_formatter(currency, chosen, english)
     except (ValueError, LookupError):
-        return format_currency(from_minor(amount_minor, currency), currency, locale=english)
+        return _compile_formatter(currency, english, english)
+
+
+def _compile_formatter(currency: str, locale: Locale, english: Locale) -> Callable[[int], str]:
+    """A formatter of minor units doing what ``NumberPattern.apply`` does for a currency (the locale's
+    standard currency pattern, the currency's CLDR digits, grouping), with every lookup done here;
+    raises as ``format_currency`` would when the locale cannot format the currency. Patterns it does
+    not cover (scientific, significant digits, scaled, the currency's plural name, quoted text) are
+    left to Babel itself."""
+    from babel.numbers import (
+        format_currency,
+        get_currency_precision,
+        get_currency_symbol,
+        get_decimal_symbol,
+        get_group_symbol,
+    )
+
+    exp = exponent(currency)
+    pattern = locale.currency_formats["standard"]
+    digits = get_currency_precision(currency)
+    group = get_group_symbol(locale, numbering_system="latn")
+    point = get_decimal_symbol(locale, numbering_system="latn")
+    symbol = get_currency_symbol(currency, locale)
+
+    def place(affix: str) -> str:
+        return affix.replace("¤¤", currency.upper()).replace("¤", symbol)
+
+    affixes = (*pattern.prefix, *pattern.suffix)
+    if (
+        pattern.scale
+        or pattern.exp_prec
+        or "@" in pattern.pattern
+        or pattern.number_pattern == ""
+        or any("¤¤¤" in a for a in affixes)
+        or any("'" in text or "¤" in text for text in (group, point, *(place(a) for a in affixes)))
+    ):
+
+        def babel(amount_minor: int) -> str:
+            value = from_minor(amount_minor, currency)
+            try:
+                return str(format_currency(value, currency, locale=locale))
+            except (ValueError, LookupError):
+                return str(format_currency(value, currency, locale=english))
+
+        return babel
+
+    prefix = (place(pattern.prefix[0]), place(pattern.prefix[1]))
+    suffix = (place(pattern.suffix[0]), place(pattern.suffix[1]))
+    quantum = Decimal(10) ** (-digits)
+    scale = pattern.scale
+    min_int = pattern.int_prec[0]
+    first, later = pattern.grouping
+
+    def fast(amount_minor: int) -> str:
+        value = Decimal(amount_minor).scaleb(-exp).scaleb(scale)
+        negative = int(value.is_signed())
+        whole, _, fraction = f"{abs(value).normalize().quantize(quantum):f}".partition(".")
+        if len(whole) < min_int:
+            whole = "0" * (min_int - len(whole)) + whole
+        grouped = ""
+        size = first
+        while len(whole) > size:
+            grouped = group + whole[-size:] + grouped
+            whole = whole[:-size]
+            size = later
+        number = whole + grouped
+        if digits:
+            fraction = fraction or "0"
+            if len(fraction) < digits:
+                fraction += "0" * (digits - len(fraction))
+            while len(fraction) > digits and fraction[-1] == "0":
+                fraction = fraction[:-1]
+            number += point + fraction
+        return prefix[negative] + number + suffix[negative]
+
+    return fast

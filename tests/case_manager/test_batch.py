@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from arrears_case_manager.auth import Principal
 from arrears_case_manager.cases.actions import CaseActions
+from arrears_case_manager.cases.batch import BatchRepository
+from arrears_case_manager.cases.repository import CaseRepository
 from arrears_case_manager.cases.schemas import PlanIn, PromiseIn
 from arrears_case_manager.cases.service import SWEEP_RETRY_AFTER, CaseService
 from arrears_case_manager.models import (
@@ -307,3 +309,38 @@ async def test_one_account_that_cannot_be_evaluated_does_not_hold_the_other_time
                 await s.execute(delete(cases).where(cases.c.account_id == acc))
                 await s.execute(delete(outbox).where(outbox.c.key == acc))
                 await s.execute(delete(accounts).where(accounts.c.account_id == acc))
+
+
+async def test_a_batch_writes_only_the_columns_its_evaluations_set(session: AsyncSession) -> None:
+    """The batch's case update sends only the columns some evaluation in it set (and the version): a
+    column no case of the batch changed keeps its stored value, one changed on any case is written for
+    every changed case (from memory, where the unchanged ones still hold the loaded value)."""
+    tag = uuid.uuid4().hex[:8].upper()
+    first, second = f"C{tag}-1", f"C{tag}-2"
+    clock = FixedClock(noon(DUE + timedelta(days=8)))
+    service = make_service(clock)
+    for acc in (first, second):
+        await service.on_account_updated(
+            session, None, account_state(acc, today=clock.now().date(), invoices=[("I1", DUE, 20_000)])
+        )
+    before = {
+        r.account_id: r
+        for r in (await session.execute(select(cases).where(cases.c.account_id.in_([first, second])))).all()
+    }
+    repo = BatchRepository(CaseRepository())
+    await repo.load(session, [first, second])
+    await repo.update_case(session, before[first].case_id, overdue_minor=1)
+    await repo.update_case(session, before[second].case_id, overdue_minor=2, stage="overdue_14")
+    await repo.flush(session)
+    after = {
+        r.account_id: r
+        for r in (await session.execute(select(cases).where(cases.c.account_id.in_([first, second])))).all()
+    }
+    assert (after[first].overdue_minor, after[first].stage) == (1, before[first].stage)
+    assert (after[second].overdue_minor, after[second].stage) == (2, "overdue_14")
+    for acc in (first, second):
+        assert after[acc].version == before[acc].version + 1
+        unchanged = {"overdue_minor", "stage", "version"}
+        assert {k: v for k, v in after[acc]._mapping.items() if k not in unchanged} == {
+            k: v for k, v in before[acc]._mapping.items() if k not in unchanged
+        }

@@ -13,7 +13,7 @@ The rare writes to promises and payment plans go to the database at once (and to
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +26,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     LargeBinary,
+    Result,
     SmallInteger,
     Table,
     Text,
@@ -203,6 +204,14 @@ def _row(mapping: Mapping[Any, Any]) -> SimpleNamespace:
     return SimpleNamespace(**mapping)
 
 
+def _rows(result: Result[Any]) -> Iterator[SimpleNamespace]:
+    """Each row of ``result`` as a namespace, its column names read once (a row's ``_mapping`` would
+    build a mapping and walk the result's keys again for every row)."""
+    keys = list(result.keys())
+    for r in result:
+        yield SimpleNamespace(**dict(zip(keys, r, strict=True)))
+
+
 def _copy(row: SimpleNamespace | None) -> Any:
     """A snapshot, as a database read returns: later writes do not change what the caller holds."""
     return None if row is None else SimpleNamespace(**vars(row))
@@ -249,6 +258,7 @@ class BatchRepository(CaseRepository):
         self._plans: dict[str, SimpleNamespace | None] = {}  # case -> its active plan
         self._new: dict[str, None] = {}  # cases created in this batch, in order
         self._dirty: dict[str, None] = {}  # loaded cases changed in this batch
+        self._changed: set[str] = {"version"}  # the columns set on any of them (each update bumps the version)
         self._timeline: list[dict[str, Any]] = []
         self._fees: dict[str, set[tuple[str, str]]] = {}
         self._states: dict[str, dict[str, Any]] = {}
@@ -264,8 +274,7 @@ class BatchRepository(CaseRepository):
             .order_by(cases.c.case_id)
             .with_for_update()
         )
-        for r in open_rows:
-            row = _row(r._mapping)
+        for row in _rows(open_rows):
             self._cases[row.case_id] = row
             self._open[row.account_id] = row.case_id
             self._latest[row.account_id] = row
@@ -277,24 +286,27 @@ class BatchRepository(CaseRepository):
                 .order_by(cases.c.account_id, cases.c.opened_at.desc())
                 .ext(distinct_on(cases.c.account_id))
             )
-            for r in latest:
-                row = _row(r._mapping)
+            for row in _rows(latest):
                 self._cases[row.case_id] = row
                 self._latest[row.account_id] = row
             for a in missing:
                 self._latest.setdefault(a, None)
         case_ids = list(self._open.values())
         if case_ids:
-            for r in await session.execute(
-                select(promises).where(promises.c.case_id == any_(_ids(case_ids)), promises.c.status == "pending")
-            ):
-                self._promises[r.case_id] = _row(r._mapping)
-            for r in await session.execute(
-                select(payment_plans).where(
-                    payment_plans.c.case_id == any_(_ids(case_ids)), payment_plans.c.status == "active"
+            for row in _rows(
+                await session.execute(
+                    select(promises).where(promises.c.case_id == any_(_ids(case_ids)), promises.c.status == "pending")
                 )
             ):
-                self._plans[r.case_id] = _row(r._mapping)
+                self._promises[row.case_id] = row
+            for row in _rows(
+                await session.execute(
+                    select(payment_plans).where(
+                        payment_plans.c.case_id == any_(_ids(case_ids)), payment_plans.c.status == "active"
+                    )
+                )
+            ):
+                self._plans[row.case_id] = row
 
     # ------------------------------------------------------------------ reads, from memory
 
@@ -351,6 +363,7 @@ class BatchRepository(CaseRepository):
         row.version += 1
         if case_id not in self._new:
             self._dirty[case_id] = None
+            self._changed.update(values)
 
     async def add_timeline(
         self, session: AsyncSession, case_id: str, at: datetime, kind: str, actor: str, data: dict[str, Any]
@@ -381,11 +394,13 @@ class BatchRepository(CaseRepository):
         """Write everything kept, in an order the constraints accept: changed cases first (a case closed in
         this batch before its account's next one opens), then new cases, then timeline rows."""
         if self._dirty:
+            # Only the columns some evaluation set: the others still hold what was loaded (and row-locked).
+            names = [n for n in _EVALUATED if n in self._changed]
             await update_rows(
                 session,
                 cases,
                 "case_id",
-                [{"case_id": c, **{n: getattr(self._cases[c], n) for n in _EVALUATED}} for c in self._dirty],
+                [{"case_id": c, **{n: getattr(self._cases[c], n) for n in names}} for c in self._dirty],
             )
         if self._new:
             await insert_rows(session, cases, [vars(self._cases[c]) for c in self._new])
@@ -399,6 +414,7 @@ class BatchRepository(CaseRepository):
             await session.execute(_SET_WAKES, {"ids": list(self._wakes), "wakes": list(self._wakes.values())})
         self._new.clear()
         self._dirty.clear()
+        self._changed = {"version"}
         self._timeline = []
         self._states.clear()
         self._wakes.clear()

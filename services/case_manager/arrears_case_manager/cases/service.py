@@ -113,23 +113,47 @@ class _OwnEvent(CloudEvent):
         return self._payload
 
 
+_GIVEN = ("specversion", "id", "source", "type", "time", "subject", "datacontenttype", "data")
+
+
 def _event(type_: str, subject: str, data: BaseModel, time: datetime, id: str | None = None) -> CloudEvent:
     """The envelope :func:`arrears_shared.events.envelope.new_event` builds around ``data``, without
     validating it again (every part is this service's own and already valid: ``data`` a validated
     model, ``time`` from the clock) and with its JSON (:meth:`CloudEvent.to_json`, the same bytes)
-    built once, by orjson, from the dict it holds."""
+    built once, by orjson, from the dict it holds.
+
+    The instance is the one ``_OwnEvent.model_construct(**fields)`` returns (the same ``__dict__``,
+    fields set, extra and private attributes), set up directly: model_construct walks every field of
+    the model for aliases and defaults on each call, which cost more than everything else here."""
+    payload = data.model_dump(mode="json", exclude_none=True)
+    event_id = id or str(uuid.uuid4())
+    at = time.astimezone(UTC)
     fields: dict[str, Any] = {
         "specversion": "1.0",
-        "id": id or str(uuid.uuid4()),
+        "id": event_id,
         "source": SOURCE,
         "type": type_,
-        "time": time.astimezone(UTC),
+        "time": at,
         "subject": subject,
         "datacontenttype": "application/json",
-        "data": data.model_dump(mode="json", exclude_none=True),
+        "data": payload,
     }
-    event = _OwnEvent.model_construct(**fields)
-    event._payload = orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+    values = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": type_,
+        "time": at,
+        "subject": subject,
+        "datacontenttype": "application/json",
+        "dataschema": None,  # the field's default, as model_construct fills it in
+        "data": payload,
+    }
+    event = _OwnEvent.__new__(_OwnEvent)
+    object.__setattr__(event, "__dict__", values)
+    object.__setattr__(event, "__pydantic_fields_set__", set(_GIVEN))
+    object.__setattr__(event, "__pydantic_extra__", {})  # extra="allow", none given
+    object.__setattr__(event, "__pydantic_private__", {"_payload": orjson.dumps(fields, option=orjson.OPT_UTC_Z)})
     return event
 
 
