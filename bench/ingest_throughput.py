@@ -45,7 +45,7 @@ from arrears_dev.stack import (
 )
 from arrears_ingest.settings import IngestSettings
 from arrears_shared.topics import INBOUND, LEDGER, TOPICS
-from bench.measure import tree_cpu
+from bench.measure import tree_cpu, wait_for_group
 
 BATCH = 500
 
@@ -378,29 +378,6 @@ class CpuMeter:
         )
 
 
-async def wait_for_group(bootstrap: str, members: int, timeout: float = 60.0) -> bool:
-    """Wait until ingest's consumer group is stable with ``members`` members (every worker joined)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
-            try:
-                groups = await admin.describe_consumer_groups(["arrears-ingest"])
-                state, count = "", 0
-                for response in groups:
-                    for group in response.groups:
-                        state, count = group[2], len(group[-1])
-                if state == "Stable" and count == members:
-                    return True
-            except Exception:
-                return False
-            await asyncio.sleep(0.5)
-        return False
-    finally:
-        await admin.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=100_000, help="events through the Kafka path (0: skip it)")
@@ -455,7 +432,7 @@ def main() -> None:
             ingest = Ingest(env, ports.ingest, args.replicas, var / "log")
             ingest.wait_ready()
             members = consumers_per_process * max(args.replicas, 1)
-            stable = asyncio.run(wait_for_group(bootstrap, members))
+            stable = asyncio.run(wait_for_group(bootstrap, "arrears-ingest", members))
             print(
                 f"ingest processes: {', '.join(role for role, _, _ in ingest.procs)}; "
                 f"consumer group of {members} stable: {stable}"

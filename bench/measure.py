@@ -1,13 +1,16 @@
 """What the benchmarks measure of the processes they run: CPU seconds of a process tree (the ended
 children a process waited for included, as PostgreSQL's backends are) and the embedded server's
-postmaster."""
+postmaster; waiting for a consumer group to settle."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from typing import Any
 
 import psutil  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient
 
 
 def postmaster(pg: Any) -> psutil.Process | None:
@@ -37,3 +40,27 @@ def tree_cpu(proc: psutil.Process | int | None) -> float:
         return total
     except psutil.Error:
         return 0.0
+
+
+async def wait_for_group(bootstrap: str, group_id: str, members: int, timeout: float = 60.0) -> bool:
+    """Wait until consumer group ``group_id`` is stable with ``members`` members (every consumer joined), so that
+    a benchmark measures applying, not the group's join and rebalances."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            try:
+                groups = await admin.describe_consumer_groups([group_id])
+                state, count = "", 0
+                for response in groups:
+                    for group in response.groups:
+                        state, count = group[2], len(group[-1])
+                if state == "Stable" and count == members:
+                    return True
+            except Exception:
+                return False
+            await asyncio.sleep(0.5)
+        return False
+    finally:
+        await admin.close()

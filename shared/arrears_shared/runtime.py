@@ -120,8 +120,14 @@ class Runtime:
         self._consumer_specs.append((group_id, topics, router, committed, one_transaction_per_poll))
         self.consumer_groups[group_id] = list(topics)
 
+    def _consumer_loop_names(self, group_id: str) -> list[str]:
+        """``consumer:GROUP`` for the first of the group's consumers in this process, then ``consumer:GROUP:N``."""
+        return [f"consumer:{group_id}" + (f":{n}" if n else "") for n in range(self.settings.kafka_consumers)]
+
     def _build_consumers(self) -> None:
-        for group_id, topics, router, committed, per_poll in self._consumer_specs:
+        for (group_id, topics, router, committed, per_poll), name in (
+            (spec, name) for spec in self._consumer_specs for name in self._consumer_loop_names(spec[0])
+        ):
             consumer = BatchConsumer(
                 consumer=make_consumer(self.settings, group_id, topics, client_id=f"arrears-{self.service}"),
                 group_id=group_id,
@@ -135,7 +141,7 @@ class Runtime:
                 one_transaction_per_poll=per_poll,
             )
             self.consumers.append(consumer)
-            self.add_loop(f"consumer:{group_id}", consumer.run, consumer.stop)
+            self.add_loop(name, consumer.run, consumer.stop)
 
     def add_loop(self, name: str, run: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]) -> None:
         """Run a background loop with the process. With ``role=api`` only the outbox relay runs: the API's own
@@ -149,7 +155,7 @@ class Runtime:
     def loop_names(self) -> list[str]:
         """Names of the background loops this process runs (consumers are added in :meth:`start`)."""
         loops = [lp.name for lp in self._loops if not lp.name.startswith("consumer:")]
-        return loops + [f"consumer:{spec[0]}" for spec in self._consumer_specs]
+        return loops + [name for spec in self._consumer_specs for name in self._consumer_loop_names(spec[0])]
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -41,6 +41,15 @@ class CommonSettings(BaseSettings):
         description="Idempotent producer. Turn on with production Kafka; the embedded dev broker lacks it.",
     )
     kafka_consumer_batch: int = Field(default=500, ge=1, description="Most messages one consumer batch holds.")
+    kafka_consumers: int = Field(
+        default=1,
+        ge=1,
+        le=12,
+        description=(
+            "Kafka consumers each consumer group runs in this process. They split the group's partitions, so"
+            " one applies a batch while another waits on the database; each holds a pooled connection."
+        ),
+    )
     kafka_max_retries: int = Field(default=3, ge=0, description="Attempts before a message goes to the DLQ.")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds.")
     log_level: str = Field(default="INFO")
