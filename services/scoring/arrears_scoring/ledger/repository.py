@@ -33,7 +33,7 @@ class SavedState:
     update: AccountUpdated
     items: list[OpenItem]
     base_logit: float | None
-    payload: dict[str, Any] | None = None  # update dumped as JSON, when the caller has it already
+    payload: str | None = None  # update.model_dump_json(exclude_none=True), when the caller has it already
 
 
 def _unnest_docs(prefix: str) -> str:
@@ -240,8 +240,7 @@ class LedgerRepository:
             "ids": [s.update.account_id for s in saved],
             "versions": [s.update.version for s in saved],
             "states": [
-                orjson.dumps(s.payload if s.payload is not None else s.update.model_dump(mode="json")).decode()
-                for s in saved
+                s.payload if s.payload is not None else s.update.model_dump_json(exclude_none=True) for s in saved
             ],
             "tiers": [s.update.risk.tier for s in saved],
             "probabilities": [s.update.risk.probability for s in saved],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from bisect import bisect_left
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -18,7 +18,7 @@ from arrears_scoring.risk.features import Record, SettledInvoice, history_featur
 from arrears_scoring.risk.model import RiskModel, risk_from_contributions, sigmoid
 from arrears_scoring.risk.recommend import recommend
 from arrears_shared.clock import Clock
-from arrears_shared.events.envelope import CloudEvent, new_event
+from arrears_shared.events.envelope import CloudEvent, event_json, new_event
 from arrears_shared.events.v1 import AccountUpdated, CaseEvent, Customer, OpenInvoice, Risk
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.topics import ACCOUNTS
@@ -200,10 +200,12 @@ class LedgerService:
         for account_id in account_ids:
             customer, docs = loaded[account_id]
             update, scored = self.account_update(account_id, customer, docs, now, versions.get(account_id, 0) + 1)
-            payload = update.model_dump(mode="json", exclude_none=True)  # once, for the row and the event
+            payload = update.model_dump_json(exclude_none=True)  # once, for the row and the event
             saved.append(SavedState(update, scored.items, scored.base_logit, payload))
         await self.repository.save_states(session, saved, now, now.date())
-        await self.outbox.add_many(session, [(ACCOUNTS, self.event(s.update, now, s.payload)) for s in saved])
+        await self.outbox.add_payloads(
+            session, [(ACCOUNTS, s.update.account_id, self.event_json(s.update, now, s.payload)) for s in saved]
+        )
         return len(saved)
 
     def account_update(
@@ -227,24 +229,27 @@ class LedgerService:
         return update, scored
 
     @staticmethod
-    def event(update: AccountUpdated, now: datetime, payload: dict[str, Any] | None = None) -> CloudEvent:
-        if payload is None:
-            return new_event(
-                type="ar.account.updated",
-                source=SOURCE,
-                subject=update.account_id,
-                data=update,
-                time=now,
-                id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
-            )
-        # the envelope new_event would validate, built without validating the dumped state again
-        return CloudEvent.model_construct(
-            specversion="1.0",
-            id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
-            source=SOURCE,
+    def event(update: AccountUpdated, now: datetime) -> CloudEvent:
+        return new_event(
             type="ar.account.updated",
-            time=now.astimezone(UTC),
+            source=SOURCE,
             subject=update.account_id,
-            datacontenttype="application/json",
-            data=payload,
+            data=update,
+            time=now,
+            id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
+        )
+
+    @staticmethod
+    def event_json(update: AccountUpdated, now: datetime, payload: str | None = None) -> bytes:
+        """:meth:`event`'s JSON, around ``payload`` (``update.model_dump_json(exclude_none=True)``)
+        when the caller has it already: the state is serialized once, for the row and the event."""
+        if payload is None:
+            payload = update.model_dump_json(exclude_none=True)
+        return event_json(
+            type="ar.account.updated",
+            source=SOURCE,
+            subject=update.account_id,
+            time=now,
+            id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
+            data_json=payload,
         )
