@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -113,7 +114,7 @@ def _account_rows(
 def score_accounts(
     model: RiskModel,
     thresholds: tuple[float, float, float],
-    accounts: list[tuple[Customer | None, Documents, LedgerState]],
+    accounts: Sequence[tuple[Customer | None, Documents, LedgerState]],
     today: date,
 ) -> list[Scored]:
     """Many accounts' risks and open invoices with their late probabilities. The features are
