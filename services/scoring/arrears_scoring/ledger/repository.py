@@ -36,13 +36,13 @@ class SavedState:
     payload: str | None = None  # update.model_dump_json(exclude_none=True), when the caller has it already
 
 
-def _unnest_docs(prefix: str) -> str:
-    """The documents of one array set, in the order given (fixed names; every value is bound)."""
+def _docs_of(param: str) -> str:
+    """The documents of one JSON array of rows ``[account, kind, doc, ref, data, at, event]``, in the
+    order given (fixed names; every value is bound). One JSON parameter instead of an array per
+    column: the driver encodes one string, not every element of seven arrays."""
     return (
-        f"SELECT a, k, d, r, j::jsonb, t, e FROM unnest(CAST(:{prefix}_account AS text[]), "  # noqa: S608
-        f"CAST(:{prefix}_kind AS text[]), CAST(:{prefix}_doc AS text[]), CAST(:{prefix}_ref AS text[]), "
-        f"CAST(:{prefix}_data AS text[]), CAST(:{prefix}_at AS timestamptz[]), CAST(:{prefix}_event AS text[])) "
-        "WITH ORDINALITY AS u(a, k, d, r, j, t, e, n) ORDER BY n"
+        "SELECT e->>0, e->>1, e->>2, e->>3, e->4, CAST(e->>5 AS timestamptz), e->>6 "  # noqa: S608
+        f"FROM jsonb_array_elements(CAST(:{param} AS jsonb)) WITH ORDINALITY AS u(e, n) ORDER BY n"
     )
 
 
@@ -50,9 +50,9 @@ _DOC_COLUMNS = "(account_id, kind, doc_id, ref_id, data, at, event_id)"
 # First-wins and newest-wins documents never share a key (the kind decides), so the two inserts of
 # one statement cannot meet; the dirty marks go in account order (no lock-order deadlocks).
 _STORE_MANY = text(
-    f"WITH first_wins AS (INSERT INTO {documents.fullname} {_DOC_COLUMNS} {_unnest_docs('f')} "
+    f"WITH first_wins AS (INSERT INTO {documents.fullname} {_DOC_COLUMNS} {_docs_of('first')} "
     "ON CONFLICT DO NOTHING), "
-    f"newest_wins AS (INSERT INTO {documents.fullname} AS old {_DOC_COLUMNS} {_unnest_docs('n')} "
+    f"newest_wins AS (INSERT INTO {documents.fullname} AS old {_DOC_COLUMNS} {_docs_of('newest')} "
     "ON CONFLICT (account_id, kind, doc_id) DO UPDATE SET data = EXCLUDED.data, at = EXCLUDED.at, "
     "event_id = EXCLUDED.event_id "
     "WHERE (old.at, coalesce(old.event_id, '')) <= (EXCLUDED.at, EXCLUDED.event_id)) "
@@ -140,14 +140,10 @@ class LedgerRepository:
                 if held is None or wins(row, event_id, held[1], held[2]):
                     newest[key] = (account_id, row, event_id)
         params: dict[str, Any] = {"accounts": sorted({account_id for account_id, _, _ in entries}), "since": at}
-        for prefix, docs in (("f", first), ("n", list(newest.values()))):
-            params[f"{prefix}_account"] = [d[0] for d in docs]
-            params[f"{prefix}_kind"] = [d[1].kind for d in docs]
-            params[f"{prefix}_doc"] = [d[1].doc_id for d in docs]
-            params[f"{prefix}_ref"] = [d[1].ref_id for d in docs]
-            params[f"{prefix}_data"] = [orjson.dumps(d[1].data).decode() for d in docs]
-            params[f"{prefix}_at"] = [d[1].at for d in docs]
-            params[f"{prefix}_event"] = [d[2] for d in docs]
+        for param, docs in (("first", first), ("newest", list(newest.values()))):
+            params[param] = orjson.dumps(
+                [(a, row.kind, row.doc_id, row.ref_id, row.data, row.at, event_id) for a, row, event_id in docs]
+            ).decode()
         await session.execute(_STORE_MANY, params)
 
     async def put(self, session: AsyncSession, account_id: str, row: DocRow, event_id: str) -> None:
