@@ -67,15 +67,17 @@ def _any(ids: Sequence[str]) -> Any:
     return any_(bindparam("ids", list(ids), type_=ARRAY(Text)))
 
 
+# The states, open items and balances go as JSON arrays of rows (one string each for the driver to
+# send, instead of an array per column whose every element it checks and encodes); each state is
+# the published payload's JSON, embedded as it is.
 _SAVE_STATES = text(
     f"WITH old_items AS (DELETE FROM {open_items.fullname} WHERE account_id = ANY(CAST(:ids AS text[]))), "  # noqa: S608
     f"old_balances AS (DELETE FROM {account_balances.fullname} WHERE account_id = ANY(CAST(:ids AS text[]))) "
     f"INSERT INTO {accounts.fullname} (account_id, version, state, updated_at, tier, probability, "
     "max_days_past_due, oldest_due_date, aged_on, base_logit) "
-    "SELECT a, v, s::jsonb, CAST(:at AS timestamptz), t, p, m, o, CAST(:aged_on AS date), b "
-    "FROM unnest(CAST(:ids AS text[]), CAST(:versions AS int[]), CAST(:states AS text[]), "
-    "CAST(:tiers AS text[]), CAST(:probabilities AS float8[]), CAST(:max_dpd AS int[]), "
-    "CAST(:oldest AS date[]), CAST(:base_logits AS float8[])) AS u(a, v, s, t, p, m, o, b) "
+    "SELECT e->>0, CAST(e->>1 AS int), e->2, CAST(:at AS timestamptz), e->>3, CAST(e->>4 AS float8), "
+    "CAST(e->>5 AS int), CAST(e->>6 AS date), CAST(:aged_on AS date), CAST(e->>7 AS float8) "
+    "FROM jsonb_array_elements(CAST(:states AS jsonb)) AS u(e) "
     "ON CONFLICT (account_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state, "
     "updated_at = EXCLUDED.updated_at, tier = EXCLUDED.tier, probability = EXCLUDED.probability, "
     "max_days_past_due = EXCLUDED.max_days_past_due, oldest_due_date = EXCLUDED.oldest_due_date, "
@@ -86,11 +88,11 @@ _SAVE_STATES = text(
 _SAVE_ROWS = text(
     f"WITH new_items AS (INSERT INTO {open_items.fullname} "  # noqa: S608
     "(account_id, invoice_id, currency, open_minor, due_date, static_logit) "
-    "SELECT * FROM unnest(CAST(:i_account AS text[]), CAST(:i_invoice AS text[]), CAST(:i_currency AS text[]), "
-    "CAST(:i_open AS bigint[]), CAST(:i_due AS date[]), CAST(:i_logit AS float8[]))) "
+    "SELECT e->>0, e->>1, e->>2, CAST(e->>3 AS bigint), CAST(e->>4 AS date), CAST(e->>5 AS float8) "
+    "FROM jsonb_array_elements(CAST(:items AS jsonb)) AS u(e)) "
     f"INSERT INTO {account_balances.fullname} (account_id, currency, open_minor, overdue_minor, credit_minor) "
-    "SELECT * FROM unnest(CAST(:b_account AS text[]), CAST(:b_currency AS text[]), CAST(:b_open AS bigint[]), "
-    "CAST(:b_overdue AS bigint[]), CAST(:b_credit AS bigint[]))"
+    "SELECT e->>0, e->>1, CAST(e->>2 AS bigint), CAST(e->>3 AS bigint), CAST(e->>4 AS bigint) "
+    "FROM jsonb_array_elements(CAST(:balances AS jsonb)) AS u(e)"
 )
 _LOAD_WITH_VERSIONS = text(
     f"SELECT account_id, kind, doc_id, ref_id, data, at, NULL::int FROM {documents.fullname} "  # noqa: S608
@@ -226,44 +228,41 @@ class LedgerRepository:
         return int(version or 0)
 
     async def save_states(self, session: AsyncSession, saved: list[SavedState], at: datetime, aged_on: date) -> None:
-        """Many accounts' states and summaries in two statements whatever their number (columns
-        sent as arrays and unnested, so the text and plan are the same each time and nothing is
-        compiled per row): the states upserted and the old open items and balances deleted, then
-        the new open items and balances inserted."""
+        """Many accounts' states and summaries in two statements whatever their number (rows sent
+        as JSON arrays, so the text and plan are the same each time and nothing is compiled per
+        row): the states upserted and the old open items and balances deleted, then the new open
+        items and balances inserted. Every number goes as JSON's shortest exact form, so floats
+        arrive bit for bit."""
         if not saved:
             return
-        params: dict[str, Any] = {
-            "ids": [s.update.account_id for s in saved],
-            "versions": [s.update.version for s in saved],
-            "states": [
-                s.payload if s.payload is not None else s.update.model_dump_json(exclude_none=True) for s in saved
-            ],
-            "tiers": [s.update.risk.tier for s in saved],
-            "probabilities": [s.update.risk.probability for s in saved],
-            "max_dpd": [s.update.max_days_past_due for s in saved],
-            "oldest": [s.update.oldest_due_date for s in saved],
-            "base_logits": [s.base_logit for s in saved],
-            "at": at,
-            "aged_on": aged_on,
-        }
+        states = [
+            (
+                s.update.account_id,
+                s.update.version,
+                orjson.Fragment(s.payload if s.payload is not None else s.update.model_dump_json(exclude_none=True)),
+                s.update.risk.tier,
+                s.update.risk.probability,
+                s.update.max_days_past_due,
+                s.update.oldest_due_date,
+                s.base_logit,
+            )
+            for s in saved
+        ]
+        ids = [s.update.account_id for s in saved]
+        params = {"ids": ids, "states": orjson.dumps(states).decode(), "at": at, "aged_on": aged_on}
         await session.execute(_SAVE_STATES, params)
-        items = [(s.update.account_id, i) for s in saved for i in s.items]
-        balances = [(s.update.account_id, b) for s in saved for b in s.update.balances]
+        items = [
+            (s.update.account_id, i.invoice_id, i.currency, i.open_minor, i.due_date, i.static_logit)
+            for s in saved
+            for i in s.items
+        ]
+        balances = [
+            (s.update.account_id, b.currency, b.open_minor, b.overdue_minor, b.credit_minor)
+            for s in saved
+            for b in s.update.balances
+        ]
         await session.execute(
-            _SAVE_ROWS,
-            {
-                "i_account": [a for a, _ in items],
-                "i_invoice": [i.invoice_id for _, i in items],
-                "i_currency": [i.currency for _, i in items],
-                "i_open": [i.open_minor for _, i in items],
-                "i_due": [i.due_date for _, i in items],
-                "i_logit": [i.static_logit for _, i in items],
-                "b_account": [a for a, _ in balances],
-                "b_currency": [b.currency for _, b in balances],
-                "b_open": [b.open_minor for _, b in balances],
-                "b_overdue": [b.overdue_minor for _, b in balances],
-                "b_credit": [b.credit_minor for _, b in balances],
-            },
+            _SAVE_ROWS, {"items": orjson.dumps(items).decode(), "balances": orjson.dumps(balances).decode()}
         )
 
     async def load_with_versions(
