@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -176,3 +177,13 @@ def test_a_batch_of_accounts_scores_as_each_account_alone(accounts: list[tuple[l
         assert scored.invoices == invoices
         assert [(i.invoice_id, i.static_logit) for i in scored.items] == statics
         assert scored.base_logit == base_logit
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=account_events())
+def test_documents_read_from_json_text_equal_those_read_from_dicts(events: list[Any]) -> None:
+    """The publisher reads each document's data as JSON text and validates it straight from it; the
+    documents are those the dicts give (as the other readers and the property tests build them)."""
+    rows = [(r.kind, r.doc_id, r.ref_id, r.data, r.at) for e, at, data in events for r in ledger_rows(e, at, data)]
+    as_text = [(k, d, ref, orjson.dumps(data).decode(), at) for k, d, ref, data, at in rows]
+    assert from_rows(as_text) == from_rows(rows)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Text, any_, bindparam, delete, func, select, text, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,12 +94,13 @@ _SAVE_ROWS = text(
     "SELECT e->>0, e->>1, CAST(e->>2 AS bigint), CAST(e->>3 AS bigint), CAST(e->>4 AS bigint) "
     "FROM jsonb_array_elements(CAST(:balances AS jsonb)) AS u(e)"
 )
+# ``data`` as its JSON text: the documents are validated straight from it (documents.from_rows).
 _LOAD_WITH_VERSIONS = text(
-    f"SELECT account_id, kind, doc_id, ref_id, data, at, NULL::int FROM {documents.fullname} "  # noqa: S608
+    f"SELECT account_id, kind, doc_id, ref_id, CAST(data AS text), at, NULL::int FROM {documents.fullname} "  # noqa: S608
     "WHERE account_id = ANY(CAST(:ids AS text[])) "
     f"UNION ALL SELECT account_id, NULL, NULL, NULL, NULL, NULL, version FROM {accounts.fullname} "
     "WHERE account_id = ANY(CAST(:ids AS text[]))"
-).columns(data=JSONB)
+)
 
 
 COLUMNS = (documents.c.kind, documents.c.doc_id, documents.c.ref_id, documents.c.data, documents.c.at)
