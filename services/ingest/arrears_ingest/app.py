@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -21,6 +20,7 @@ from arrears_shared.runtime import Runtime
 from arrears_shared.topics import INBOUND
 
 SERVICE = "ingest"
+
 
 def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(service=SERVICE, settings=settings, outbox_table=outbox, inbox_table=inbox)
