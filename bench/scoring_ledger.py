@@ -91,7 +91,7 @@ async def _worker(profile: str | None) -> None:
     from arrears_scoring.app import SERVICE, create_app
     from arrears_scoring.models import inbox, outbox
     from arrears_scoring.settings import ScoringSettings
-    from arrears_shared.runtime import Runtime
+    from arrears_shared.runtime import Runtime, tune_gc
 
     settings = ScoringSettings()
     runtime = Runtime(service=SERVICE, settings=settings, outbox_table=outbox, inbox_table=inbox)
@@ -102,6 +102,7 @@ async def _worker(profile: str | None) -> None:
     if profiler:
         profiler.enable()
     await runtime.start()
+    tune_gc()  # as Runtime.lifespan does after start in a deployed service
     await stop.wait()
     await runtime.stop()
     if profiler and profile:

@@ -32,6 +32,7 @@ from arrears_shared.events.envelope import CloudEvent
 from arrears_shared.events.v1 import parse_data
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.migrations import upgrade
+from arrears_shared.runtime import tune_gc
 from arrears_shared.settings import async_database_url
 from bench.scoring_ledger import MIGRATIONS, events
 
@@ -50,6 +51,7 @@ async def run(url: str, accounts: int, per: int, rounds: int, batch: int) -> Non
         async with sessionmaker() as session, session.begin():
             await ledger.apply_many(session, items[start : start + 2000])
     ids = [f"bench-{a:06d}" for a in range(accounts)]
+    tune_gc()  # as a deployed service's runtime does after start-up
     for r in range(rounds):
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for start in range(0, len(ids), batch):

@@ -19,7 +19,7 @@ from arrears_scoring.accounts.service import AccountQueries
 from arrears_scoring.deps import account_queries, read_session
 from arrears_scoring.ledger.reage import Reager
 from arrears_scoring.ledger.service import LedgerService
-from arrears_scoring.models import accounts, documents, open_items, outbox
+from arrears_scoring.models import account_balances, accounts, documents, open_items, outbox
 from arrears_scoring.risk.model import RiskModel
 from arrears_shared.clock import FixedClock
 from arrears_shared.events.envelope import CloudEvent, new_event
@@ -393,3 +393,39 @@ async def test_a_run_applied_in_one_call_stores_what_event_by_event_stores(sessi
     assert next(r[3] for r in stored_many if r[0] == "dispute")["open"] is False
     assert await service.publish_dirty(session) >= 2
     assert [u.version for u in await published(session, many)] == [1]
+
+
+async def test_the_summary_rows_hold_exactly_what_was_computed(session: AsyncSession) -> None:
+    """States, open items and balances go to PostgreSQL as JSON rows: every value arrives as
+    computed (floats bit for bit, dates, NULLs), and the stored state is the published payload."""
+    service = make_service(FixedClock(NOW))
+    acc, empty = "db-exact", "db-exact-none"
+    events = [
+        envelope(1, customer(acc), "ar.customer.upserted"),
+        envelope(2, inv(acc, 1, 123_457, date(2026, 3, 3)), "ar.invoice.issued"),
+        envelope(3, inv(acc, 2, 98_765, date(2026, 6, 20)), "ar.invoice.issued"),
+        envelope(4, customer(empty, limit=None), "ar.customer.upserted"),
+    ]
+    for e in events:
+        await service.apply(session, e, _data(e))
+    loaded, _ = await service.repository.load_with_versions(session, [acc, empty])
+    expected = {a: service.account_update(a, *loaded[a], NOW, 1) for a in (acc, empty)}
+    await service.publish_many(session, [acc, empty])
+    for a, (update, scored) in expected.items():
+        row = (await session.execute(select(accounts).where(accounts.c.account_id == a))).one()
+        assert (row.version, row.tier, row.probability) == (1, update.risk.tier, update.risk.probability)
+        assert (row.max_days_past_due, row.oldest_due_date) == (update.max_days_past_due, update.oldest_due_date)
+        assert row.base_logit == scored.base_logit
+        assert AccountUpdated.model_validate(row.state).model_dump(exclude={"as_of"}) == update.model_dump(
+            exclude={"as_of"}
+        )
+        items = (await session.execute(select(open_items).where(open_items.c.account_id == a))).all()
+        assert sorted((i.invoice_id, i.currency, i.open_minor, i.due_date, i.static_logit) for i in items) == sorted(
+            (i.invoice_id, i.currency, i.open_minor, i.due_date, i.static_logit) for i in scored.items
+        )
+        balances = (await session.execute(select(account_balances).where(account_balances.c.account_id == a))).all()
+        assert sorted((b.currency, b.open_minor, b.overdue_minor, b.credit_minor) for b in balances) == sorted(
+            (b.currency, b.open_minor, b.overdue_minor, b.credit_minor) for b in update.balances
+        )
+    assert expected[empty][1].base_logit is not None and not expected[empty][1].items
+    assert expected[acc][1].base_logit is None and len(expected[acc][1].items) == 2

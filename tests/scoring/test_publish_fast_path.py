@@ -7,12 +7,13 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arrears_scoring.ledger.compute import Documents, LedgerState, compute
 from arrears_scoring.ledger.documents import DocRow, from_rows, ledger_rows, wins
-from arrears_scoring.ledger.service import Scored, score_account, settled_history
+from arrears_scoring.ledger.service import Scored, score_account, score_accounts, settled_history
 from arrears_scoring.risk.features import invoice_features, known_before
 from arrears_scoring.risk.model import RiskModel, risk_of, sigmoid
 from arrears_scoring.risk.recommend import recommend
@@ -143,3 +144,46 @@ def test_publisher_scoring_equals_the_per_invoice_path(
     assert fast.risk == risk
     assert [(i.invoice_id, i.static_logit) for i in fast.items] == statics
     assert fast.base_logit == base_logit
+
+
+def _docs_of(events: list[Any], broken: int) -> Documents:
+    store: dict[tuple[str, str], tuple[DocRow, str]] = {}
+    for event_id, at, data in events:
+        for row in ledger_rows(event_id, at, data):
+            old = store.get((row.kind, row.doc_id))
+            if wins(row, event_id, old[0] if old else None, old[1] if old else ""):
+                store[(row.kind, row.doc_id)] = (row, event_id)
+    _, docs = from_rows((r.kind, r.doc_id, r.ref_id, r.data, r.at) for r, _ in store.values())
+    docs.broken_promises |= {f"b{n}" for n in range(broken)}
+    return docs
+
+
+@settings(max_examples=100, deadline=None)
+@given(accounts=st.lists(st.tuples(account_events(), st.integers(0, 3)), min_size=1, max_size=6))
+def test_a_batch_of_accounts_scores_as_each_account_alone(accounts: list[tuple[list[Any], int]]) -> None:
+    """The publisher applies the model once to the rows of every account of a batch (some with many
+    open invoices, some with none): each account's result is the one it gets alone, and the
+    per-invoice path's."""
+    model = RiskModel.default()
+    batch = []
+    for events, broken in accounts:
+        docs = _docs_of(events, broken)
+        batch.append((None, docs, compute(docs, AS_OF)))
+    together = score_accounts(model, THRESHOLDS, batch, AS_OF)
+    assert together == [score_account(model, THRESHOLDS, c, d, s, AS_OF) for c, d, s in batch]
+    for scored, (customer, docs, state) in zip(together, batch, strict=True):
+        risk, invoices, statics, base_logit = reference_score(model, customer, docs, state, AS_OF)
+        assert scored.risk == risk
+        assert scored.invoices == invoices
+        assert [(i.invoice_id, i.static_logit) for i in scored.items] == statics
+        assert scored.base_logit == base_logit
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=account_events())
+def test_documents_read_from_json_text_equal_those_read_from_dicts(events: list[Any]) -> None:
+    """The publisher reads each document's data as JSON text and validates it straight from it; the
+    documents are those the dicts give (as the other readers and the property tests build them)."""
+    rows = [(r.kind, r.doc_id, r.ref_id, r.data, r.at) for e, at, data in events for r in ledger_rows(e, at, data)]
+    as_text = [(k, d, ref, orjson.dumps(data).decode(), at) for k, d, ref, data, at in rows]
+    assert from_rows(as_text) == from_rows(rows)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from arrears_shared.errors import describe_validation_error
-from arrears_shared.events.envelope import CloudEvent, new_event
+from arrears_shared.events.envelope import CloudEvent, event_json, new_event
 from arrears_shared.events.v1 import (
     EVENT_MODELS,
     Customer,
@@ -157,3 +157,26 @@ def test_round_trip_through_json() -> None:
     again = CloudEvent.from_json(ev.to_json())
     assert again == ev
     assert set(EVENT_MODELS) >= {"ar.customer.upserted", "ar.account.updated", "collections.delivery.updated"}
+
+
+@pytest.mark.parametrize(
+    ("time", "subject"),
+    [
+        (datetime(2026, 1, 1, tzinfo=UTC), "A-1"),
+        (datetime(2026, 3, 29, 1, 30, 0, 123456, tzinfo=timezone(timedelta(hours=2))), "A-1"),
+        (datetime(2026, 1, 1, 23, 59, 59, tzinfo=UTC), None),
+    ],
+)
+def test_event_json_is_the_envelope_new_event_writes(time: datetime, subject: str | None) -> None:
+    data = InvoiceIssued.model_validate(invoice())
+    kwargs: dict[str, Any] = {"type": "ar.invoice.issued", "source": "s", "subject": subject, "time": time, "id": "e-9"}
+    expected = new_event(data=data, **kwargs).to_json()
+    written = event_json(data_json=data.model_dump_json(exclude_none=True), **kwargs)
+    assert written == expected  # the same bytes, not only the same content
+    assert CloudEvent.from_json(written) == CloudEvent.from_json(expected)
+    assert event_json(data_json=data.model_dump_json(exclude_none=True).encode(), **kwargs) == expected
+
+
+def test_event_json_needs_an_offset() -> None:
+    with pytest.raises(ValueError, match="UTC offset"):
+        event_json(type="t", source="s", subject=None, time=datetime(2026, 1, 1), id="e", data_json="{}")

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel
 
 from arrears_scoring.ledger.compute import Adjustment, Documents
@@ -91,7 +92,22 @@ def wins(new: DocRow, new_event_id: str, old: DocRow | None, old_event_id: str) 
     return (new.at, new_event_id) >= (old.at, old_event_id)
 
 
-Row = tuple[str, str, str | None, dict[str, Any], datetime]
+Row = tuple[str, str, str | None, dict[str, Any] | str, datetime]
+"""(kind, doc_id, ref_id, data, at); ``data`` as a dict or as its JSON text (validated straight from
+the text, without building the dict first)."""
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _model(model: type[_M], data: dict[str, Any] | str) -> _M:
+    return model.model_validate_json(data) if isinstance(data, str) else model.model_validate(data)
+
+
+def _fields(data: dict[str, Any] | str) -> dict[str, Any]:
+    if isinstance(data, str):
+        loaded: dict[str, Any] = orjson.loads(data)
+        return loaded
+    return data
 
 
 def from_rows(rows: Iterable[Row]) -> tuple[Customer | None, Documents]:
@@ -100,22 +116,22 @@ def from_rows(rows: Iterable[Row]) -> tuple[Customer | None, Documents]:
     customer: Customer | None = None
     for kind, doc_id, ref_id, data, at in rows:
         if kind == "customer":
-            customer = Customer.model_validate(data)
+            customer = _model(Customer, data)
         elif kind == "invoice":
-            docs.invoices[doc_id] = InvoiceIssued.model_validate(data)
+            docs.invoices[doc_id] = _model(InvoiceIssued, data)
         elif kind == "adjustment" and ref_id is not None:
-            docs.adjustments.append(Adjustment(ref_id, int(data["amount_minor"]), at, doc_id))
+            docs.adjustments.append(Adjustment(ref_id, int(_fields(data)["amount_minor"]), at, doc_id))
         elif kind == "cancellation" and ref_id is not None:
             docs.cancelled.add(ref_id)
         elif kind == "credit_note":
-            docs.credit_notes[doc_id] = CreditNoteIssued.model_validate(data)
+            docs.credit_notes[doc_id] = _model(CreditNoteIssued, data)
         elif kind == "payment":
-            docs.payments[doc_id] = PaymentReceived.model_validate(data)
+            docs.payments[doc_id] = _model(PaymentReceived, data)
         elif kind == "reversal" and ref_id is not None:
             docs.reversed[ref_id] = at
         elif kind == "dispute" and ref_id is not None:
             docs.ever_disputed.add(ref_id)
-            if data.get("open", True):
+            if _fields(data).get("open", True):
                 docs.disputed.add(ref_id)
         elif kind == "promise":
             docs.promises.add(doc_id)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Text, any_, bindparam, delete, func, select, text, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,16 +33,16 @@ class SavedState:
     update: AccountUpdated
     items: list[OpenItem]
     base_logit: float | None
-    payload: dict[str, Any] | None = None  # update dumped as JSON, when the caller has it already
+    payload: str | None = None  # update.model_dump_json(exclude_none=True), when the caller has it already
 
 
-def _unnest_docs(prefix: str) -> str:
-    """The documents of one array set, in the order given (fixed names; every value is bound)."""
+def _docs_of(param: str) -> str:
+    """The documents of one JSON array of rows ``[account, kind, doc, ref, data, at, event]``, in the
+    order given (fixed names; every value is bound). One JSON parameter instead of an array per
+    column: the driver encodes one string, not every element of seven arrays."""
     return (
-        f"SELECT a, k, d, r, j::jsonb, t, e FROM unnest(CAST(:{prefix}_account AS text[]), "  # noqa: S608
-        f"CAST(:{prefix}_kind AS text[]), CAST(:{prefix}_doc AS text[]), CAST(:{prefix}_ref AS text[]), "
-        f"CAST(:{prefix}_data AS text[]), CAST(:{prefix}_at AS timestamptz[]), CAST(:{prefix}_event AS text[])) "
-        "WITH ORDINALITY AS u(a, k, d, r, j, t, e, n) ORDER BY n"
+        "SELECT e->>0, e->>1, e->>2, e->>3, e->4, CAST(e->>5 AS timestamptz), e->>6 "  # noqa: S608
+        f"FROM jsonb_array_elements(CAST(:{param} AS jsonb)) WITH ORDINALITY AS u(e, n) ORDER BY n"
     )
 
 
@@ -50,9 +50,9 @@ _DOC_COLUMNS = "(account_id, kind, doc_id, ref_id, data, at, event_id)"
 # First-wins and newest-wins documents never share a key (the kind decides), so the two inserts of
 # one statement cannot meet; the dirty marks go in account order (no lock-order deadlocks).
 _STORE_MANY = text(
-    f"WITH first_wins AS (INSERT INTO {documents.fullname} {_DOC_COLUMNS} {_unnest_docs('f')} "
+    f"WITH first_wins AS (INSERT INTO {documents.fullname} {_DOC_COLUMNS} {_docs_of('first')} "
     "ON CONFLICT DO NOTHING), "
-    f"newest_wins AS (INSERT INTO {documents.fullname} AS old {_DOC_COLUMNS} {_unnest_docs('n')} "
+    f"newest_wins AS (INSERT INTO {documents.fullname} AS old {_DOC_COLUMNS} {_docs_of('newest')} "
     "ON CONFLICT (account_id, kind, doc_id) DO UPDATE SET data = EXCLUDED.data, at = EXCLUDED.at, "
     "event_id = EXCLUDED.event_id "
     "WHERE (old.at, coalesce(old.event_id, '')) <= (EXCLUDED.at, EXCLUDED.event_id)) "
@@ -67,15 +67,17 @@ def _any(ids: Sequence[str]) -> Any:
     return any_(bindparam("ids", list(ids), type_=ARRAY(Text)))
 
 
+# The states, open items and balances go as JSON arrays of rows (one string each for the driver to
+# send, instead of an array per column whose every element it checks and encodes); each state is
+# the published payload's JSON, embedded as it is.
 _SAVE_STATES = text(
     f"WITH old_items AS (DELETE FROM {open_items.fullname} WHERE account_id = ANY(CAST(:ids AS text[]))), "  # noqa: S608
     f"old_balances AS (DELETE FROM {account_balances.fullname} WHERE account_id = ANY(CAST(:ids AS text[]))) "
     f"INSERT INTO {accounts.fullname} (account_id, version, state, updated_at, tier, probability, "
     "max_days_past_due, oldest_due_date, aged_on, base_logit) "
-    "SELECT a, v, s::jsonb, CAST(:at AS timestamptz), t, p, m, o, CAST(:aged_on AS date), b "
-    "FROM unnest(CAST(:ids AS text[]), CAST(:versions AS int[]), CAST(:states AS text[]), "
-    "CAST(:tiers AS text[]), CAST(:probabilities AS float8[]), CAST(:max_dpd AS int[]), "
-    "CAST(:oldest AS date[]), CAST(:base_logits AS float8[])) AS u(a, v, s, t, p, m, o, b) "
+    "SELECT e->>0, CAST(e->>1 AS int), e->2, CAST(:at AS timestamptz), e->>3, CAST(e->>4 AS float8), "
+    "CAST(e->>5 AS int), CAST(e->>6 AS date), CAST(:aged_on AS date), CAST(e->>7 AS float8) "
+    "FROM jsonb_array_elements(CAST(:states AS jsonb)) AS u(e) "
     "ON CONFLICT (account_id) DO UPDATE SET version = EXCLUDED.version, state = EXCLUDED.state, "
     "updated_at = EXCLUDED.updated_at, tier = EXCLUDED.tier, probability = EXCLUDED.probability, "
     "max_days_past_due = EXCLUDED.max_days_past_due, oldest_due_date = EXCLUDED.oldest_due_date, "
@@ -86,18 +88,19 @@ _SAVE_STATES = text(
 _SAVE_ROWS = text(
     f"WITH new_items AS (INSERT INTO {open_items.fullname} "  # noqa: S608
     "(account_id, invoice_id, currency, open_minor, due_date, static_logit) "
-    "SELECT * FROM unnest(CAST(:i_account AS text[]), CAST(:i_invoice AS text[]), CAST(:i_currency AS text[]), "
-    "CAST(:i_open AS bigint[]), CAST(:i_due AS date[]), CAST(:i_logit AS float8[]))) "
+    "SELECT e->>0, e->>1, e->>2, CAST(e->>3 AS bigint), CAST(e->>4 AS date), CAST(e->>5 AS float8) "
+    "FROM jsonb_array_elements(CAST(:items AS jsonb)) AS u(e)) "
     f"INSERT INTO {account_balances.fullname} (account_id, currency, open_minor, overdue_minor, credit_minor) "
-    "SELECT * FROM unnest(CAST(:b_account AS text[]), CAST(:b_currency AS text[]), CAST(:b_open AS bigint[]), "
-    "CAST(:b_overdue AS bigint[]), CAST(:b_credit AS bigint[]))"
+    "SELECT e->>0, e->>1, CAST(e->>2 AS bigint), CAST(e->>3 AS bigint), CAST(e->>4 AS bigint) "
+    "FROM jsonb_array_elements(CAST(:balances AS jsonb)) AS u(e)"
 )
+# ``data`` as its JSON text: the documents are validated straight from it (documents.from_rows).
 _LOAD_WITH_VERSIONS = text(
-    f"SELECT account_id, kind, doc_id, ref_id, data, at, NULL::int FROM {documents.fullname} "  # noqa: S608
+    f"SELECT account_id, kind, doc_id, ref_id, CAST(data AS text), at, NULL::int FROM {documents.fullname} "  # noqa: S608
     "WHERE account_id = ANY(CAST(:ids AS text[])) "
     f"UNION ALL SELECT account_id, NULL, NULL, NULL, NULL, NULL, version FROM {accounts.fullname} "
     "WHERE account_id = ANY(CAST(:ids AS text[]))"
-).columns(data=JSONB)
+)
 
 
 COLUMNS = (documents.c.kind, documents.c.doc_id, documents.c.ref_id, documents.c.data, documents.c.at)
@@ -140,14 +143,10 @@ class LedgerRepository:
                 if held is None or wins(row, event_id, held[1], held[2]):
                     newest[key] = (account_id, row, event_id)
         params: dict[str, Any] = {"accounts": sorted({account_id for account_id, _, _ in entries}), "since": at}
-        for prefix, docs in (("f", first), ("n", list(newest.values()))):
-            params[f"{prefix}_account"] = [d[0] for d in docs]
-            params[f"{prefix}_kind"] = [d[1].kind for d in docs]
-            params[f"{prefix}_doc"] = [d[1].doc_id for d in docs]
-            params[f"{prefix}_ref"] = [d[1].ref_id for d in docs]
-            params[f"{prefix}_data"] = [orjson.dumps(d[1].data).decode() for d in docs]
-            params[f"{prefix}_at"] = [d[1].at for d in docs]
-            params[f"{prefix}_event"] = [d[2] for d in docs]
+        for param, docs in (("first", first), ("newest", list(newest.values()))):
+            params[param] = orjson.dumps(
+                [(a, row.kind, row.doc_id, row.ref_id, row.data, row.at, event_id) for a, row, event_id in docs]
+            ).decode()
         await session.execute(_STORE_MANY, params)
 
     async def put(self, session: AsyncSession, account_id: str, row: DocRow, event_id: str) -> None:
@@ -230,45 +229,41 @@ class LedgerRepository:
         return int(version or 0)
 
     async def save_states(self, session: AsyncSession, saved: list[SavedState], at: datetime, aged_on: date) -> None:
-        """Many accounts' states and summaries in two statements whatever their number (columns
-        sent as arrays and unnested, so the text and plan are the same each time and nothing is
-        compiled per row): the states upserted and the old open items and balances deleted, then
-        the new open items and balances inserted."""
+        """Many accounts' states and summaries in two statements whatever their number (rows sent
+        as JSON arrays, so the text and plan are the same each time and nothing is compiled per
+        row): the states upserted and the old open items and balances deleted, then the new open
+        items and balances inserted. Every number goes as JSON's shortest exact form, so floats
+        arrive bit for bit."""
         if not saved:
             return
-        params: dict[str, Any] = {
-            "ids": [s.update.account_id for s in saved],
-            "versions": [s.update.version for s in saved],
-            "states": [
-                orjson.dumps(s.payload if s.payload is not None else s.update.model_dump(mode="json")).decode()
-                for s in saved
-            ],
-            "tiers": [s.update.risk.tier for s in saved],
-            "probabilities": [s.update.risk.probability for s in saved],
-            "max_dpd": [s.update.max_days_past_due for s in saved],
-            "oldest": [s.update.oldest_due_date for s in saved],
-            "base_logits": [s.base_logit for s in saved],
-            "at": at,
-            "aged_on": aged_on,
-        }
+        states = [
+            (
+                s.update.account_id,
+                s.update.version,
+                orjson.Fragment(s.payload if s.payload is not None else s.update.model_dump_json(exclude_none=True)),
+                s.update.risk.tier,
+                s.update.risk.probability,
+                s.update.max_days_past_due,
+                s.update.oldest_due_date,
+                s.base_logit,
+            )
+            for s in saved
+        ]
+        ids = [s.update.account_id for s in saved]
+        params = {"ids": ids, "states": orjson.dumps(states).decode(), "at": at, "aged_on": aged_on}
         await session.execute(_SAVE_STATES, params)
-        items = [(s.update.account_id, i) for s in saved for i in s.items]
-        balances = [(s.update.account_id, b) for s in saved for b in s.update.balances]
+        items = [
+            (s.update.account_id, i.invoice_id, i.currency, i.open_minor, i.due_date, i.static_logit)
+            for s in saved
+            for i in s.items
+        ]
+        balances = [
+            (s.update.account_id, b.currency, b.open_minor, b.overdue_minor, b.credit_minor)
+            for s in saved
+            for b in s.update.balances
+        ]
         await session.execute(
-            _SAVE_ROWS,
-            {
-                "i_account": [a for a, _ in items],
-                "i_invoice": [i.invoice_id for _, i in items],
-                "i_currency": [i.currency for _, i in items],
-                "i_open": [i.open_minor for _, i in items],
-                "i_due": [i.due_date for _, i in items],
-                "i_logit": [i.static_logit for _, i in items],
-                "b_account": [a for a, _ in balances],
-                "b_currency": [b.currency for _, b in balances],
-                "b_open": [b.open_minor for _, b in balances],
-                "b_overdue": [b.overdue_minor for _, b in balances],
-                "b_credit": [b.credit_minor for _, b in balances],
-            },
+            _SAVE_ROWS, {"items": orjson.dumps(items).decode(), "balances": orjson.dumps(balances).decode()}
         )
 
     async def load_with_versions(

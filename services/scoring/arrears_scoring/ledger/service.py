@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,10 +16,10 @@ from arrears_scoring.ledger.compute import Documents, LedgerState, compute
 from arrears_scoring.ledger.documents import case_rows, ledger_rows
 from arrears_scoring.ledger.repository import LedgerRepository, OpenItem, SavedState
 from arrears_scoring.risk.features import Record, SettledInvoice, history_features, invoice_features
-from arrears_scoring.risk.model import RiskModel, risk_from_contributions, sigmoid
+from arrears_scoring.risk.model import RiskModel, risk_from_means, sigmoid
 from arrears_scoring.risk.recommend import recommend
 from arrears_shared.clock import Clock
-from arrears_shared.events.envelope import CloudEvent, new_event
+from arrears_shared.events.envelope import CloudEvent, event_json, new_event
 from arrears_shared.events.v1 import AccountUpdated, CaseEvent, Customer, OpenInvoice, Risk
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.topics import ACCOUNTS
@@ -60,19 +61,13 @@ class Scored:
     base_logit: float | None  # the account's logit when nothing is open
 
 
-def score_account(
-    model: RiskModel,
-    thresholds: tuple[float, float, float],
-    customer: Customer | None,
-    docs: Documents,
-    state: LedgerState,
-    today: date,
-) -> Scored:
-    """The account's risk and its open invoices with their late probabilities. The history is
-    sorted once; an invoice's known history is a prefix of it (settled before its issue date),
-    and the history features of each prefix are computed once however many invoices share it.
-    The result is exactly that of scoring each invoice on its own (``known_before`` and
-    ``invoice_features`` per invoice; tests/scoring/test_publish_fast_path.py compares them)."""
+def _account_rows(
+    model: RiskModel, customer: Customer | None, docs: Documents, state: LedgerState, today: date
+) -> list[list[float]]:
+    """The feature rows (:meth:`RiskModel.row`) of the account's open invoices, in their order; with
+    nothing open, one row: the account scored as a new invoice issued today. The history is sorted
+    once; an invoice's known history is a prefix of it (settled before its issue date), and the
+    history features of each prefix are computed once however many invoices share it."""
     history = settled_history(docs, state)  # oldest settlement first: known_before's order
     settled_days = [h.settled_date for h in history]
     summaries: dict[int, dict[str, float]] = {}
@@ -93,17 +88,13 @@ def score_account(
         "partial_payments": float(sum(1 for i in state.open_invoices if i.open_minor < i.amount_minor)),
         "credit_utilization": utilization,
     }
-    dpd_feature = model.feature("days_past_due")
     # (issue date, settled on or date.max while open, due date) of every live invoice, in docs order
     live = [
         (other.issue_date, state.settled[other.invoice_id] or date.max, other.due_date)
         for other in docs.invoices.values()
         if other.invoice_id in state.settled
     ]
-    per_invoice: list[dict[str, float]] = []
-    logits: list[float] = []
-    invoices: list[OpenInvoice] = []
-    items: list[OpenItem] = []
+    rows: list[list[float]] = []
     for inv in state.open_invoices:
         issued = inv.issue_date
         open_due = [due for issue, until, due in live if issue < issued and until >= issued]
@@ -111,25 +102,64 @@ def score_account(
         vec.update(account)
         vec["disputed"] = 1.0 if inv.disputed else 0.0
         vec["days_past_due"] = float(inv.days_past_due)
-        contributions = model.contributions(vec)
-        per_invoice.append(contributions)
-        logit = model.intercept + sum(contributions.values())
-        logits.append(logit)
-        static = logit - contributions.get("days_past_due", 0.0) if dpd_feature else logit
-        # a copy with the probability set, unvalidated as model_copy is (every other field is the
-        # validated open invoice's own)
-        invoices.append(inv.model_copy(update={"late_probability": round(sigmoid(logit), 4)}))
-        items.append(OpenItem(inv.invoice_id, inv.currency, inv.open_minor, inv.due_date, static))
-    base_logit: float | None = None
-    if not per_invoice:
+        rows.append(model.row(vec))
+    if not rows:
         vec = features_on(today, today + timedelta(days=30), 0)
         vec.update(account)
         vec["amount_ratio"] = 1.0
-        contributions = model.contributions(vec)
-        per_invoice.append(contributions)
-        base_logit = model.intercept + sum(contributions.values())
-        logits.append(base_logit)
-    return Scored(risk_from_contributions(per_invoice, model, thresholds, logits), invoices, items, base_logit)
+        rows.append(model.row(vec))
+    return rows
+
+
+def score_accounts(
+    model: RiskModel,
+    thresholds: tuple[float, float, float],
+    accounts: Sequence[tuple[Customer | None, Documents, LedgerState]],
+    today: date,
+) -> list[Scored]:
+    """Many accounts' risks and open invoices with their late probabilities. The features are
+    computed per account (:func:`_account_rows`), the model is applied once to the matrix of every
+    account's rows (:meth:`RiskModel.score_rows`). The result is exactly that of scoring each
+    invoice on its own (``known_before``, ``invoice_features`` and ``contributions`` per invoice;
+    tests/scoring/test_publish_fast_path.py compares them)."""
+    per_account = [_account_rows(model, customer, docs, state, today) for customer, docs, state in accounts]
+    if not per_account:
+        return []
+    batch = model.score_rows([row for rows in per_account for row in rows], [len(rows) for rows in per_account])
+    names = model.names
+    out: list[Scored] = []
+    first = 0
+    for (_, _, state), rows, means in zip(accounts, per_account, batch.means, strict=True):
+        logits = batch.logits[first : first + len(rows)]
+        dpd = batch.dpd[first : first + len(rows)] if batch.dpd is not None else None
+        first += len(rows)
+        risk = risk_from_means(list(zip(names, means, strict=True)), logits, model, thresholds)
+        if not state.open_invoices:
+            out.append(Scored(risk, [], [], logits[0]))
+            continue
+        invoices: list[OpenInvoice] = []
+        items: list[OpenItem] = []
+        for n, inv in enumerate(state.open_invoices):
+            logit = logits[n]
+            static = logit - dpd[n] if dpd is not None else logit
+            # a copy with the probability set, unvalidated as model_copy is (every other field is the
+            # validated open invoice's own)
+            invoices.append(inv.model_copy(update={"late_probability": round(sigmoid(logit), 4)}))
+            items.append(OpenItem(inv.invoice_id, inv.currency, inv.open_minor, inv.due_date, static))
+        out.append(Scored(risk, invoices, items, None))
+    return out
+
+
+def score_account(
+    model: RiskModel,
+    thresholds: tuple[float, float, float],
+    customer: Customer | None,
+    docs: Documents,
+    state: LedgerState,
+    today: date,
+) -> Scored:
+    """One account's :func:`score_accounts`."""
+    return score_accounts(model, thresholds, [(customer, docs, state)], today)[0]
 
 
 class LedgerService:
@@ -196,14 +226,18 @@ class LedgerService:
         await self.repository.lock_accounts(session, account_ids)
         now = self.clock.now()
         loaded, versions = await self.repository.load_with_versions(session, account_ids)
+        today = now.date()
+        accounts = [(*loaded[account_id], compute(loaded[account_id][1], today)) for account_id in account_ids]
+        scores = score_accounts(self.model, self.thresholds, accounts, today)  # the model once for the batch
         saved: list[SavedState] = []
-        for account_id in account_ids:
-            customer, docs = loaded[account_id]
-            update, scored = self.account_update(account_id, customer, docs, now, versions.get(account_id, 0) + 1)
-            payload = update.model_dump(mode="json", exclude_none=True)  # once, for the row and the event
+        for account_id, (customer, _, state), scored in zip(account_ids, accounts, scores, strict=True):
+            update = self.updated(account_id, customer, state, scored, now, versions.get(account_id, 0) + 1)
+            payload = update.model_dump_json(exclude_none=True)  # once, for the row and the event
             saved.append(SavedState(update, scored.items, scored.base_logit, payload))
         await self.repository.save_states(session, saved, now, now.date())
-        await self.outbox.add_many(session, [(ACCOUNTS, self.event(s.update, now, s.payload)) for s in saved])
+        await self.outbox.add_payloads(
+            session, [(ACCOUNTS, s.update.account_id, self.event_json(s.update, now, s.payload)) for s in saved]
+        )
         return len(saved)
 
     def account_update(
@@ -212,7 +246,13 @@ class LedgerService:
         today = now.date()
         state = compute(docs, today)
         scored = score_account(self.model, self.thresholds, customer, docs, state, today)
-        update = AccountUpdated(
+        return self.updated(account_id, customer, state, scored, now, version), scored
+
+    @staticmethod
+    def updated(
+        account_id: str, customer: Customer | None, state: LedgerState, scored: Scored, now: datetime, version: int
+    ) -> AccountUpdated:
+        return AccountUpdated(
             account_id=account_id,
             version=version,
             as_of=now,
@@ -224,27 +264,29 @@ class LedgerService:
             risk=scored.risk,
             credit_recommendation=recommend(scored.risk, customer, state.balances),
         )
-        return update, scored
 
     @staticmethod
-    def event(update: AccountUpdated, now: datetime, payload: dict[str, Any] | None = None) -> CloudEvent:
-        if payload is None:
-            return new_event(
-                type="ar.account.updated",
-                source=SOURCE,
-                subject=update.account_id,
-                data=update,
-                time=now,
-                id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
-            )
-        # the envelope new_event would validate, built without validating the dumped state again
-        return CloudEvent.model_construct(
-            specversion="1.0",
-            id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
-            source=SOURCE,
+    def event(update: AccountUpdated, now: datetime) -> CloudEvent:
+        return new_event(
             type="ar.account.updated",
-            time=now.astimezone(UTC),
+            source=SOURCE,
             subject=update.account_id,
-            datacontenttype="application/json",
-            data=payload,
+            data=update,
+            time=now,
+            id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
+        )
+
+    @staticmethod
+    def event_json(update: AccountUpdated, now: datetime, payload: str | None = None) -> bytes:
+        """:meth:`event`'s JSON, around ``payload`` (``update.model_dump_json(exclude_none=True)``)
+        when the caller has it already: the state is serialized once, for the row and the event."""
+        if payload is None:
+            payload = update.model_dump_json(exclude_none=True)
+        return event_json(
+            type="ar.account.updated",
+            source=SOURCE,
+            subject=update.account_id,
+            time=now,
+            id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
+            data_json=payload,
         )
