@@ -7,7 +7,7 @@ consumer with inbox and outbox, real PostgreSQL), and the consumer process's mem
 case (notification requested), the later ones change its balance and re-evaluate it. ``--replicas``
 consumer processes (each as the service runs it, one group, splitting the 12 partitions;
 ``--consumers`` Kafka consumers of the group per process, the service's ``ARREARS_KAFKA_CONSUMERS``,
-default 2) apply them once they are produced (encoded beforehand; the group forms with every
+default 1) apply them once they are produced (encoded beforehand; the group forms with every
 consumer within its initial rebalance delay). Printed: the rate from the first applied to the last,
 the consumer CPU summed over the processes (from their start, so the group join is included), the embedded
 PostgreSQL's CPU over the same span (not measured with ``$DATABASE_URL``'s server), each process's

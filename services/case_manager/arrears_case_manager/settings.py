@@ -17,16 +17,6 @@ class CaseSettings(CommonSettings):
         validation_alias="ARREARS_CASES_PAYMENT_LINK_TEMPLATE",
         description="Payment link put in every notification; {account_id} and {case_id} are filled in.",
     )
-    kafka_consumers: int = Field(
-        default=2,
-        ge=1,
-        le=12,
-        description=(
-            "Kafka consumers of the case manager's group in this process (two by default: a batch of account"
-            " updates spends most of its time waiting on PostgreSQL, so a second consumer applies its own"
-            " partitions meanwhile). Each holds a pooled connection."
-        ),
-    )
     sweep_seconds: float = Field(
         default=5.0,
         gt=0,
