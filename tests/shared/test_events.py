@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
@@ -52,6 +52,49 @@ def invoice(**over: Any) -> dict[str, Any]:
 def test_time_is_normalised_to_utc() -> None:
     ev = CloudEvent.model_validate(envelope())
     assert ev.time == datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+
+
+class _NoOffset(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("time", "utc"),
+    [
+        ("2026-11-01T09:00:00Z", datetime(2026, 11, 1, 9, 0, tzinfo=UTC)),
+        ("2026-11-01T09:00:00+00:00", datetime(2026, 11, 1, 9, 0, tzinfo=UTC)),
+        ("2026-11-01T00:30:00-08:30", datetime(2026, 11, 1, 9, 0, tzinfo=UTC)),
+        (datetime(2026, 11, 1, 9, 0, tzinfo=UTC), datetime(2026, 11, 1, 9, 0, tzinfo=UTC)),
+        (datetime(2026, 11, 1, 10, 0, tzinfo=timezone(timedelta(hours=1))), datetime(2026, 11, 1, 9, 0, tzinfo=UTC)),
+    ],
+)
+def test_every_aware_time_ends_up_in_utc(time: Any, utc: datetime) -> None:
+    ev = CloudEvent.model_validate(envelope(time=time))
+    assert ev.time == utc
+    assert ev.time.tzinfo is UTC
+    assert b'"time":"2026-11-01T09:00:00Z"' in ev.to_json()
+
+
+@pytest.mark.parametrize("time", [datetime(2026, 11, 1, 9, 0), datetime(2026, 11, 1, 9, 0, tzinfo=_NoOffset())])
+def test_a_time_without_offset_is_refused(time: datetime) -> None:
+    with pytest.raises(ValidationError) as info:
+        CloudEvent.model_validate(envelope(time=time))
+    assert [e["field"] for e in describe_validation_error(info.value)] == ["time"]
+
+
+def test_extension_attributes() -> None:
+    ev = CloudEvent.model_validate(envelope(traceparent="00-x", partitionkey2="k"))
+    assert ev.model_extra == {"traceparent": "00-x", "partitionkey2": "k"}
+    for bad in ("Upper", "with_underscore", "a" * 21):
+        with pytest.raises(ValidationError):
+            CloudEvent.model_validate(envelope(**{bad: "x"}))
 
 
 @pytest.mark.parametrize(

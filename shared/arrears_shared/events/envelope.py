@@ -11,6 +11,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, field_validator, model_validator
 
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+# The tzinfo pydantic gives a time parsed from text with an offset (never without a UTC offset).
+_PARSED_TZ = type(TypeAdapter(datetime).validate_python("2000-01-01T00:00:00Z").tzinfo)
 _CORE = {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema", "data"}
 
 
@@ -32,15 +34,22 @@ class CloudEvent(BaseModel):
     @field_validator("time")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        if value.tzinfo is None or value.utcoffset() is None:
+        # Run for every event: the usual cases (already UTC, or parsed from RFC 3339 text, whose offset
+        # always exists) skip the checks that cannot fail for them.
+        tz = value.tzinfo
+        if tz is UTC:
+            return value
+        if tz is None or (type(tz) is not _PARSED_TZ and value.utcoffset() is None):
             raise ValueError("time must carry a UTC offset (RFC 3339), e.g. 2026-01-31T12:00:00Z")
         return value.astimezone(UTC)
 
     @model_validator(mode="after")
     def _extensions(self) -> CloudEvent:
-        for name in self.model_extra or {}:
-            if name in _CORE or not _EXTENSION_NAME.match(name):
-                raise ValueError(f"extension attribute {name!r} must be 1-20 lower-case letters or digits")
+        extra = self.__pydantic_extra__
+        if extra:  # most events carry no extension attribute
+            for name in extra:
+                if name in _CORE or not _EXTENSION_NAME.match(name):
+                    raise ValueError(f"extension attribute {name!r} must be 1-20 lower-case letters or digits")
         return self
 
     @property

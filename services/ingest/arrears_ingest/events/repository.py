@@ -12,6 +12,7 @@ from typing import Protocol
 
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_ingest.models import SCHEMA
@@ -28,6 +29,26 @@ _RECORD = text(
     bindparam("types", type_=_TEXTS),
     bindparam("accounts", type_=_TEXTS),
     bindparam("digests", type_=_TEXTS),
+)
+
+# The usual batch is all new keys and all new invoice numbers: plain inserts (no ON CONFLICT, no RETURNING)
+# cost PostgreSQL markedly less per row than ON CONFLICT DO NOTHING's speculative insertion.
+_RECORD_NEW = text(
+    f"INSERT INTO {SCHEMA}.received_events (source, event_id, type, account_id, digest) "  # noqa: S608
+    "SELECT * FROM unnest(:sources, :ids, :types, :accounts, :digests)"
+).bindparams(
+    bindparam("sources", type_=_TEXTS),
+    bindparam("ids", type_=_TEXTS),
+    bindparam("types", type_=_TEXTS),
+    bindparam("accounts", type_=_TEXTS),
+    bindparam("digests", type_=_TEXTS),
+)
+
+_CLAIM_NEW = text(
+    f"INSERT INTO {SCHEMA}.invoice_numbers (account_id, invoice_number, invoice_id) "  # noqa: S608
+    "SELECT * FROM unnest(:accounts, :numbers, :invoices)"
+).bindparams(
+    bindparam("accounts", type_=_TEXTS), bindparam("numbers", type_=_TEXTS), bindparam("invoices", type_=_TEXTS)
 )
 
 _DIGESTS = text(
@@ -76,6 +97,43 @@ class Received(Protocol):
 
 
 class EventRepository:
+    async def record_all_new(
+        self, session: AsyncSession, rows: Sequence[Received], claims: list[tuple[str, str, str]]
+    ) -> bool:
+        """Record every (source, id) key of ``rows`` and every claim, if none of them exists yet.
+
+        Plain inserts in a savepoint: True if all went in. On a unique violation (a key received
+        before, a number taken, here or by a concurrent transaction that committed) the savepoint is
+        rolled back, nothing of either is written, and the caller sorts the batch out with
+        :meth:`record_received` and :meth:`claim_invoice_numbers`, which tell the new from the old.
+        """
+        if not rows:
+            return not claims
+        try:
+            async with session.begin_nested():
+                await session.execute(
+                    _RECORD_NEW,
+                    {
+                        "sources": [r.source for r in rows],
+                        "ids": [r.id for r in rows],
+                        "types": [r.type for r in rows],
+                        "accounts": [r.account_id for r in rows],
+                        "digests": [r.digest for r in rows],
+                    },
+                )
+                if claims:
+                    await session.execute(
+                        _CLAIM_NEW,
+                        {
+                            "accounts": [a for a, _, _ in claims],
+                            "numbers": [n for _, n, _ in claims],
+                            "invoices": [i for _, _, i in claims],
+                        },
+                    )
+        except IntegrityError:
+            return False
+        return True
+
     async def record_received(self, session: AsyncSession, rows: Sequence[Received]) -> set[tuple[str, str]]:
         """Insert (source, id) keys; return the ones that were new."""
         if not rows:

@@ -193,8 +193,14 @@ class IngestService:
             seen[key] = v.digest
             valid.append(v)
 
-        fresh = await self.repository.record_received(session, valid)
-        if len(fresh) == len(valid):  # every key was new (the usual case): nothing to sort out
+        # The usual batch: every key and every invoice number new, recorded by plain inserts in one
+        # savepoint. Otherwise (anything there before) nothing of that was written, and the batch is
+        # sorted out key by key.
+        all_new = bool(valid) and await self.repository.record_all_new(
+            session, valid, [v.claim for v in valid if v.claim]
+        )
+        fresh = set() if all_new else await self.repository.record_received(session, valid)
+        if all_new or len(fresh) == len(valid):  # every key was new: nothing to sort out
             new, old = valid, []
         else:
             new = [v for v in valid if (v.source, v.id) in fresh]
@@ -211,7 +217,9 @@ class IngestService:
                     [{"field": "id", "message": "this source and id were accepted before with different data"}],
                 )
 
-        conflicts = await self.repository.claim_invoice_numbers(session, [v.claim for v in new if v.claim])
+        conflicts = (
+            {} if all_new else await self.repository.claim_invoice_numbers(session, [v.claim for v in new if v.claim])
+        )
         accepted: list[_Valid] = []
         refused: list[tuple[str, str]] = []
         for v in new:
