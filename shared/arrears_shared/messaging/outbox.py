@@ -44,7 +44,12 @@ from arrears_shared.tracing import trace_headers
 log = logging.getLogger(__name__)
 
 SHARDS = 64
-_LOCK_NAMESPACE = 0x4152  # "AR": first key of the two-int advisory lock
+
+
+def lock_namespace(table: Table) -> int:
+    """The first key of the two-int advisory locks a relay takes on ``table``'s shards: one per outbox
+    table, so that the relays of services sharing a database never hold (and skip) each other's shards."""
+    return zlib.crc32(f"{table.schema}.{table.name}".encode()) & 0x7FFFFFFF
 
 
 def shard_of(key: str | None) -> int:
@@ -168,16 +173,17 @@ class OutboxRelay:
         # DISTINCT over the whole outbox read every row left and every dead one not yet vacuumed,
         # on every round. A shard whose rows are all younger waits for a later round.
         name = f'"{table.schema}"."{table.name}"'
+        namespace = lock_namespace(table)
         oldest = f"SELECT DISTINCT shard FROM (SELECT shard FROM {name} ORDER BY id LIMIT :scan) AS o"  # noqa: S608
         self._lock_shards = text(
-            f"SELECT shard FROM ({oldest}) AS d WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard)"  # noqa: S608
+            f"SELECT shard FROM ({oldest}) AS d WHERE pg_try_advisory_xact_lock({namespace}, shard)"  # noqa: S608
         )
         # The same, stopping after :n shards, tried in order from :start on (a materialized CTE is read
         # row by row, so no lock is taken beyond the limit).
         self._lock_some_shards = text(
             f"WITH d AS MATERIALIZED (SELECT shard FROM ({oldest}) AS s "  # noqa: S608
             f"ORDER BY (shard + {SHARDS} - :start) % {SHARDS}) "
-            f"SELECT shard FROM d WHERE pg_try_advisory_xact_lock({_LOCK_NAMESPACE}, shard) LIMIT :n"
+            f"SELECT shard FROM d WHERE pg_try_advisory_xact_lock({namespace}, shard) LIMIT :n"
         )
         # Rows are claimed and deleted in one statement (the deletion commits only once the broker
         # has acknowledged them, so a failed publish rolls it back): found by their physical
