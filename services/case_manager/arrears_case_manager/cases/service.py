@@ -138,17 +138,8 @@ def _event(type_: str, subject: str, data: BaseModel, time: datetime, id: str | 
         "datacontenttype": "application/json",
         "data": payload,
     }
-    values = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": SOURCE,
-        "type": type_,
-        "time": at,
-        "subject": subject,
-        "datacontenttype": "application/json",
-        "dataschema": None,  # the field's default, as model_construct fills it in
-        "data": payload,
-    }
+    # As model_construct sets them: the one field not given (dataschema) at its default, in field order.
+    values = {k: v for k, v in fields.items() if k != "data"} | {"dataschema": None, "data": payload}
     event = _OwnEvent.__new__(_OwnEvent)
     object.__setattr__(event, "__dict__", values)
     object.__setattr__(event, "__pydantic_fields_set__", set(_GIVEN))

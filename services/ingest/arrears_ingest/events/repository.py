@@ -19,30 +19,16 @@ from arrears_ingest.models import SCHEMA
 
 _TEXTS = ARRAY(Text)
 
-_RECORD = text(
+_INSERT_RECEIVED = (
     f"INSERT INTO {SCHEMA}.received_events (source, event_id, type, account_id, digest) "  # noqa: S608
-    "SELECT * FROM unnest(:sources, :ids, :types, :accounts, :digests) "
-    "ON CONFLICT DO NOTHING RETURNING source, event_id"
-).bindparams(
-    bindparam("sources", type_=_TEXTS),
-    bindparam("ids", type_=_TEXTS),
-    bindparam("types", type_=_TEXTS),
-    bindparam("accounts", type_=_TEXTS),
-    bindparam("digests", type_=_TEXTS),
+    "SELECT * FROM unnest(:sources, :ids, :types, :accounts, :digests)"
 )
+_RECEIVED_PARAMS = [bindparam(name, type_=_TEXTS) for name in ("sources", "ids", "types", "accounts", "digests")]
+_RECORD = text(_INSERT_RECEIVED + " ON CONFLICT DO NOTHING RETURNING source, event_id").bindparams(*_RECEIVED_PARAMS)
 
 # The usual batch is all new keys and all new invoice numbers: plain inserts (no ON CONFLICT, no RETURNING)
 # cost PostgreSQL markedly less per row than ON CONFLICT DO NOTHING's speculative insertion.
-_RECORD_NEW = text(
-    f"INSERT INTO {SCHEMA}.received_events (source, event_id, type, account_id, digest) "  # noqa: S608
-    "SELECT * FROM unnest(:sources, :ids, :types, :accounts, :digests)"
-).bindparams(
-    bindparam("sources", type_=_TEXTS),
-    bindparam("ids", type_=_TEXTS),
-    bindparam("types", type_=_TEXTS),
-    bindparam("accounts", type_=_TEXTS),
-    bindparam("digests", type_=_TEXTS),
-)
+_RECORD_NEW = text(_INSERT_RECEIVED).bindparams(*_RECEIVED_PARAMS)
 
 _CLAIM_NEW = text(
     f"INSERT INTO {SCHEMA}.invoice_numbers (account_id, invoice_number, invoice_id) "  # noqa: S608
