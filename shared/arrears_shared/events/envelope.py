@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, fi
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 # The tzinfo pydantic gives a time parsed from text with an offset (never without a UTC offset).
 _PARSED_TZ = type(TypeAdapter(datetime).validate_python("2000-01-01T00:00:00Z").tzinfo)
+_NEEDS_OFFSET = "time must carry a UTC offset (RFC 3339), e.g. 2026-01-31T12:00:00Z"
 _CORE = {"specversion", "id", "source", "type", "time", "subject", "datacontenttype", "dataschema", "data"}
 
 
@@ -40,7 +41,7 @@ class CloudEvent(BaseModel):
         if tz is UTC:
             return value
         if tz is None or (type(tz) is not _PARSED_TZ and value.utcoffset() is None):
-            raise ValueError("time must carry a UTC offset (RFC 3339), e.g. 2026-01-31T12:00:00Z")
+            raise ValueError(_NEEDS_OFFSET)
         return value.astimezone(UTC)
 
     @model_validator(mode="after")
@@ -114,7 +115,7 @@ def event_json(
     Same fields, order and formats as :meth:`CloudEvent.to_json` (``time`` in UTC, as pydantic
     writes it)."""
     if time.tzinfo is None or time.utcoffset() is None:
-        raise ValueError("time must carry a UTC offset (RFC 3339), e.g. 2026-01-31T12:00:00Z")
+        raise ValueError(_NEEDS_OFFSET)
     envelope: dict[str, Any] = {
         "specversion": "1.0",
         "id": id,

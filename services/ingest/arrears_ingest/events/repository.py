@@ -30,13 +30,6 @@ _RECORD = text(_INSERT_RECEIVED + " ON CONFLICT DO NOTHING RETURNING source, eve
 # cost PostgreSQL markedly less per row than ON CONFLICT DO NOTHING's speculative insertion.
 _RECORD_NEW = text(_INSERT_RECEIVED).bindparams(*_RECEIVED_PARAMS)
 
-_CLAIM_NEW = text(
-    f"INSERT INTO {SCHEMA}.invoice_numbers (account_id, invoice_number, invoice_id) "  # noqa: S608
-    "SELECT * FROM unnest(:accounts, :numbers, :invoices)"
-).bindparams(
-    bindparam("accounts", type_=_TEXTS), bindparam("numbers", type_=_TEXTS), bindparam("invoices", type_=_TEXTS)
-)
-
 _DIGESTS = text(
     f"SELECT r.source, r.event_id, r.digest FROM {SCHEMA}.received_events r "  # noqa: S608
     "JOIN unnest(:sources, :ids) AS k(source, event_id) ON r.source = k.source AND r.event_id = k.event_id"
@@ -47,13 +40,15 @@ _FORGET = text(
     "WHERE r.source = k.source AND r.event_id = k.event_id"
 ).bindparams(bindparam("sources", type_=_TEXTS), bindparam("ids", type_=_TEXTS))
 
-_CLAIM = text(
+_INSERT_CLAIMS = (
     f"INSERT INTO {SCHEMA}.invoice_numbers (account_id, invoice_number, invoice_id) "  # noqa: S608
-    "SELECT * FROM unnest(:accounts, :numbers, :invoices) ON CONFLICT DO NOTHING "
-    "RETURNING account_id, invoice_number, invoice_id"
-).bindparams(
-    bindparam("accounts", type_=_TEXTS), bindparam("numbers", type_=_TEXTS), bindparam("invoices", type_=_TEXTS)
+    "SELECT * FROM unnest(:accounts, :numbers, :invoices)"
 )
+_CLAIM_PARAMS = [bindparam(name, type_=_TEXTS) for name in ("accounts", "numbers", "invoices")]
+_CLAIM = text(_INSERT_CLAIMS + " ON CONFLICT DO NOTHING RETURNING account_id, invoice_number, invoice_id").bindparams(
+    *_CLAIM_PARAMS
+)
+_CLAIM_NEW = text(_INSERT_CLAIMS).bindparams(*_CLAIM_PARAMS)
 
 _OWNERS = text(
     f"SELECT n.account_id, n.invoice_number, n.invoice_id FROM {SCHEMA}.invoice_numbers n "  # noqa: S608
@@ -82,6 +77,24 @@ class Received(Protocol):
     def digest(self) -> str: ...
 
 
+def _received_params(rows: Sequence[Received]) -> dict[str, list[str]]:
+    return {
+        "sources": [r.source for r in rows],
+        "ids": [r.id for r in rows],
+        "types": [r.type for r in rows],
+        "accounts": [r.account_id for r in rows],
+        "digests": [r.digest for r in rows],
+    }
+
+
+def _claim_params(claims: Sequence[tuple[str, str, str]]) -> dict[str, list[str]]:
+    return {
+        "accounts": [a for a, _, _ in claims],
+        "numbers": [n for _, n, _ in claims],
+        "invoices": [i for _, _, i in claims],
+    }
+
+
 class EventRepository:
     async def record_all_new(
         self, session: AsyncSession, rows: Sequence[Received], claims: list[tuple[str, str, str]]
@@ -97,25 +110,9 @@ class EventRepository:
             return not claims
         try:
             async with session.begin_nested():
-                await session.execute(
-                    _RECORD_NEW,
-                    {
-                        "sources": [r.source for r in rows],
-                        "ids": [r.id for r in rows],
-                        "types": [r.type for r in rows],
-                        "accounts": [r.account_id for r in rows],
-                        "digests": [r.digest for r in rows],
-                    },
-                )
+                await session.execute(_RECORD_NEW, _received_params(rows))
                 if claims:
-                    await session.execute(
-                        _CLAIM_NEW,
-                        {
-                            "accounts": [a for a, _, _ in claims],
-                            "numbers": [n for _, n, _ in claims],
-                            "invoices": [i for _, _, i in claims],
-                        },
-                    )
+                    await session.execute(_CLAIM_NEW, _claim_params(claims))
         except IntegrityError:
             return False
         return True
@@ -124,16 +121,7 @@ class EventRepository:
         """Insert (source, id) keys; return the ones that were new."""
         if not rows:
             return set()
-        result = await session.execute(
-            _RECORD,
-            {
-                "sources": [r.source for r in rows],
-                "ids": [r.id for r in rows],
-                "types": [r.type for r in rows],
-                "accounts": [r.account_id for r in rows],
-                "digests": [r.digest for r in rows],
-            },
-        )
+        result = await session.execute(_RECORD, _received_params(rows))
         return {(source, event_id) for source, event_id in result}
 
     async def digests(self, session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -163,11 +151,7 @@ class EventRepository:
         """Claim (account_id, invoice_number) for invoice_id; return the claims refused, with the owning invoice."""
         if not claims:
             return {}
-        accounts = [a for a, _, _ in claims]
-        numbers = [n for _, n, _ in claims]
-        result = await session.execute(
-            _CLAIM, {"accounts": accounts, "numbers": numbers, "invoices": [i for _, _, i in claims]}
-        )
+        result = await session.execute(_CLAIM, _claim_params(claims))
         claimed = {(a, n, i) for a, n, i in result}
         # Only the claims not inserted now (the number was taken before, or twice in this batch) need their owner.
         others = [c for c in claims if c not in claimed]
