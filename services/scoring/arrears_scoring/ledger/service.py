@@ -19,7 +19,7 @@ from arrears_scoring.risk.features import Record, SettledInvoice, history_featur
 from arrears_scoring.risk.model import RiskModel, risk_from_means, sigmoid
 from arrears_scoring.risk.recommend import recommend
 from arrears_shared.clock import Clock
-from arrears_shared.events.envelope import CloudEvent, event_json, new_event
+from arrears_shared.events.envelope import CloudEvent, event_json
 from arrears_shared.events.v1 import AccountUpdated, CaseEvent, Customer, OpenInvoice, Risk
 from arrears_shared.messaging.outbox import Outbox
 from arrears_shared.topics import ACCOUNTS
@@ -266,20 +266,10 @@ class LedgerService:
         )
 
     @staticmethod
-    def event(update: AccountUpdated, now: datetime) -> CloudEvent:
-        return new_event(
-            type="ar.account.updated",
-            source=SOURCE,
-            subject=update.account_id,
-            data=update,
-            time=now,
-            id=f"{update.account_id}:{update.version}:{uuid.uuid4().hex[:8]}",
-        )
-
-    @staticmethod
     def event_json(update: AccountUpdated, now: datetime, payload: str | None = None) -> bytes:
-        """:meth:`event`'s JSON, around ``payload`` (``update.model_dump_json(exclude_none=True)``)
-        when the caller has it already: the state is serialized once, for the row and the event."""
+        """The ``ar.account.updated`` event of ``update`` as JSON (what ``new_event(...).to_json()`` gives),
+        around ``payload`` (``update.model_dump_json(exclude_none=True)``) when the caller has it
+        already: the state is serialized once, for the row and the event."""
         if payload is None:
             payload = update.model_dump_json(exclude_none=True)
         return event_json(
