@@ -241,5 +241,5 @@ class IngestService:
                 accepted.append(v)
                 results[v.index] = ItemResult(v.index, v.id, "accepted")
         await self.repository.forget_received(session, refused)
-        await self.outbox.add_payloads(session, [(LEDGER, v.account_id, v.payload) for v in accepted])
+        await self.outbox.copy_payloads(session, [(LEDGER, v.account_id, v.payload) for v in accepted])
         return [r for r in results if r is not None]
