@@ -135,7 +135,8 @@ def judge_event(index: int, raw: Any) -> _Valid | list[dict[str, str]]:
         event.id,
         event.type,
         account_id,
-        _digest_data(data.model_dump(mode="json", exclude_none=True)),
+        # (the serializer called directly: model_dump's own Python wrapper cost a third of the dump)
+        _digest_data(data.__pydantic_serializer__.to_python(data, mode="json", exclude_none=True)),
         event.__pydantic_serializer__.to_json(event, exclude_none=True),
         claim,
     )
