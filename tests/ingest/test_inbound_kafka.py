@@ -153,3 +153,50 @@ async def test_an_unforeseen_failure_dead_letters_one_message_not_the_partition(
     assert [orjson.loads(r.payload)["data"]["invoice_id"] for r in out if r.topic == LEDGER] == ["I-1", "I-4"]
     kinds = sorted(r.headers["dlq.error.kind"] for r in out if r.topic == DLQ)
     assert kinds == ["failed", "invalid"]
+
+
+async def test_offsets_are_committed_after_the_transaction_even_when_stopped_right_after(
+    broker: str, ingest_db: str
+) -> None:
+    """A batch's offsets go to the broker while the next batch is judged; stopping waits for them, so
+    the group's committed offset ends past every message whose outbox rows committed."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = await create_topic(broker, partitions=1)
+    group = f"ingest-test-{uuid.uuid4().hex[:8]}"
+    account = f"ACC-{uuid.uuid4().hex[:8]}"
+    await produce(broker, topic, [invoice(account, f"N-{i}", f"I-{i}") for i in range(6)], key=account.encode())
+    engine = create_async_engine(async_database_url(ingest_db))
+    sessionmaker = make_sessionmaker(engine)
+    box = Outbox(outbox)
+    committed_batches: list[int] = []
+    consumer = InboundConsumer(
+        consumer=make_consumer(CommonSettings(kafka_bootstrap_servers=broker), group, [topic], "test"),
+        group_id=group,
+        sessionmaker=sessionmaker,
+        outbox=box,
+        service=IngestService(box),
+        batch_size=2,  # three batches: each commit overlaps the next batch's judging
+        after_commit=lambda: committed_batches.append(1),
+    )
+    task = asyncio.create_task(consumer.run())
+
+    async def rows() -> int:
+        async with sessionmaker() as s:
+            return len((await s.execute(select(outbox.c.id).where(outbox.c.key == account))).all())
+
+    try:
+        async with asyncio.timeout(60):
+            while await rows() < 6:  # noqa: ASYNC110 - polling the effect is the point
+                await asyncio.sleep(0.05)
+    finally:
+        consumer.stop()
+        await task
+    await engine.dispose()
+    assert len(committed_batches) >= 3  # at most two messages a batch
+    check = AIOKafkaConsumer(bootstrap_servers=broker, group_id=group, enable_auto_commit=False)
+    await check.start()
+    try:
+        assert await check.committed(TopicPartition(topic, 0)) == 6
+    finally:
+        await check.stop()

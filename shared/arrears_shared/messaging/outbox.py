@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from arrears_shared.db import copy_rows
 from arrears_shared.events.envelope import CloudEvent
 from arrears_shared.messaging.kafka import Producer
 from arrears_shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, PRODUCED
@@ -139,6 +140,26 @@ class Outbox:
                 "payloads": [r[2] for r in rows],
                 "headers": {**trace_headers(), **(headers or {})},
             },
+        )
+
+    async def copy_payloads(
+        self,
+        session: AsyncSession,
+        rows: list[tuple[str, str | None, bytes]],
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """:meth:`add_payloads` written by one binary ``COPY`` (see :func:`arrears_shared.db.copy_rows`):
+        the same rows, cheaper for PostgreSQL and for the driver when there are many."""
+        if not rows:
+            return
+        header_json = orjson.dumps({**trace_headers(), **(headers or {})}).decode()
+        await copy_rows(
+            session,
+            self.table.name,
+            str(self.table.schema),
+            ("topic", "key", "shard", "payload", "headers"),
+            [(topic, key, shard_of(key), payload, header_json) for topic, key, payload in rows],
         )
 
 

@@ -58,6 +58,10 @@ class InboundConsumer:
             return
         self.started.set()
         backoff = 0.5
+        # The offsets of a committed batch go to the broker while the next batch is fetched and judged
+        # (the broker's answer takes a round trip the judging need not wait for); the next commit
+        # waits for it, so commits stay in order.
+        committing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_size)
@@ -68,27 +72,32 @@ class InboundConsumer:
                 msgs_all = [m for msgs in batches.values() for m in msgs]
                 with BATCH_SECONDS.labels(group=self.group_id).time():
                     ok = await self._apply_batch(msgs_all)
-                offsets: dict[TopicPartition, int] = {}
-                failed = not ok
-                for tp, msgs in batches.items():
-                    if ok:
-                        offsets[tp] = msgs[-1].offset + 1
-                    else:
+                if not ok:
+                    for tp, msgs in batches.items():
                         self.consumer.seek(tp, msgs[0].offset)
-                if offsets:
-                    try:
-                        await self.consumer.commit(offsets)
-                    except (CommitFailedError, KafkaError):
-                        log.warning("offset commit failed (rebalance?); the idempotency record absorbs re-delivery")
-                    if self.after_commit:
-                        self.after_commit()
-                if failed:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10)
-                else:
-                    backoff = 0.5
+                    continue
+                backoff = 0.5
+                # The outbox rows are committed: the relay may publish them now.
+                if self.after_commit:
+                    self.after_commit()
+                if committing is not None:
+                    await committing
+                committing = asyncio.create_task(
+                    self._commit({tp: msgs[-1].offset + 1 for tp, msgs in batches.items()})
+                )
         finally:
+            if committing is not None:
+                await committing
             await self.consumer.stop()
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the offsets of a batch whose transaction has committed (never before)."""
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError):
+            log.warning("offset commit failed (rebalance?); the idempotency record absorbs re-delivery")
 
     async def _apply_batch(self, msgs: list[ConsumerRecord[bytes, bytes]]) -> bool:
         try:

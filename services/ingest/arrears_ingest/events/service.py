@@ -135,7 +135,8 @@ def judge_event(index: int, raw: Any) -> _Valid | list[dict[str, str]]:
         event.id,
         event.type,
         account_id,
-        _digest_data(data.model_dump(mode="json", exclude_none=True)),
+        # (the serializer called directly: model_dump's own Python wrapper cost a third of the dump)
+        _digest_data(data.__pydantic_serializer__.to_python(data, mode="json", exclude_none=True)),
         event.__pydantic_serializer__.to_json(event, exclude_none=True),
         claim,
     )
@@ -241,5 +242,5 @@ class IngestService:
                 accepted.append(v)
                 results[v.index] = ItemResult(v.index, v.id, "accepted")
         await self.repository.forget_received(session, refused)
-        await self.outbox.add_payloads(session, [(LEDGER, v.account_id, v.payload) for v in accepted])
+        await self.outbox.copy_payloads(session, [(LEDGER, v.account_id, v.payload) for v in accepted])
         return [r for r in results if r is not None]
