@@ -189,9 +189,14 @@ class CaseRepository:
         return (await session.execute(select(cases).where(cases.c.case_id == case_id))).first()
 
     async def latest_case_for_account(self, session: AsyncSession, account_id: str) -> Row[Any] | None:
+        """The account's latest closed case: asked only when it has no open case (so its latest case),
+        and served by the closed cases' (account_id, opened_at) index (migration 0006)."""
         return (
             await session.execute(
-                select(cases).where(cases.c.account_id == account_id).order_by(cases.c.opened_at.desc()).limit(1)
+                select(cases)
+                .where(cases.c.account_id == account_id, cases.c.status.in_(list(CLOSED)))
+                .order_by(cases.c.opened_at.desc())
+                .limit(1)
             )
         ).first()
 
