@@ -46,8 +46,16 @@ _RECORD_RECEIVABLES = text(
     """
     WITH invoices AS (
         INSERT INTO case_manager.invoices_issued AS i (account_id, invoice_id, currency, amount_minor, issue_date)
-        SELECT * FROM unnest(CAST(:inv_acc AS text[]), CAST(:inv_id AS text[]), CAST(:inv_cur AS text[]),
-                             CAST(:inv_amount AS bigint[]), CAST(:inv_issued AS date[]))
+        SELECT v.account_id, v.invoice_id, v.currency, v.amount_minor, v.issue_date
+        FROM unnest(CAST(:inv_acc AS text[]), CAST(:inv_id AS text[]), CAST(:inv_cur AS text[]),
+                    CAST(:inv_amount AS bigint[]), CAST(:inv_issued AS date[]))
+             AS v(account_id, invoice_id, currency, amount_minor, issue_date)
+        LEFT JOIN case_manager.invoices_issued AS known USING (account_id, invoice_id)
+        -- Only new or changed invoices reach the insert: ON CONFLICT DO UPDATE locks (and logs) the
+        -- conflicting row even when its WHERE then leaves it alone, and most invoices are seen unchanged.
+        WHERE known.account_id IS NULL
+           OR (known.currency, known.amount_minor, known.issue_date)
+              IS DISTINCT FROM (v.currency, v.amount_minor, v.issue_date)
         ON CONFLICT (account_id, invoice_id) DO UPDATE
         SET currency = EXCLUDED.currency, amount_minor = EXCLUDED.amount_minor, issue_date = EXCLUDED.issue_date
         WHERE (i.currency, i.amount_minor, i.issue_date)
