@@ -379,8 +379,12 @@ class BatchRepository(CaseRepository):
         self._open[row.account_id] = row.case_id
         self._latest[row.account_id] = row
 
-    async def update_case(self, session: AsyncSession, case_id: str, **values: Any) -> None:
+    async def update_case(
+        self, session: AsyncSession, case_id: str, *, changes_only: bool = False, **values: Any
+    ) -> None:
         row = self._cases[case_id]
+        if changes_only and values and all(getattr(row, name) == value for name, value in values.items()):
+            return  # as CaseRepository.update_case: nothing differs, nothing written, the version kept
         for name, value in values.items():
             setattr(row, name, value)
         row.version += 1

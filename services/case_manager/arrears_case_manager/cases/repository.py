@@ -17,6 +17,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
     tuple_,
@@ -211,10 +212,15 @@ class CaseRepository:
     async def create_case(self, session: AsyncSession, values: dict[str, Any]) -> None:
         await session.execute(insert(cases).values(**values))
 
-    async def update_case(self, session: AsyncSession, case_id: str, **values: Any) -> None:
-        await session.execute(
-            update(cases).where(cases.c.case_id == case_id).values(version=cases.c.version + 1, **values)
-        )
+    async def update_case(
+        self, session: AsyncSession, case_id: str, *, changes_only: bool = False, **values: Any
+    ) -> None:
+        """Set ``values`` on the case and bump its version. ``changes_only``: only if some value differs
+        from the stored one (an evaluation that changes nothing writes nothing and keeps the ETag)."""
+        stmt = update(cases).where(cases.c.case_id == case_id).values(version=cases.c.version + 1, **values)
+        if changes_only and values:
+            stmt = stmt.where(or_(*(cases.c[name].is_distinct_from(value) for name, value in values.items())))
+        await session.execute(stmt)
 
     async def add_timeline(
         self, session: AsyncSession, case_id: str, at: datetime, kind: str, actor: str, data: dict[str, Any]

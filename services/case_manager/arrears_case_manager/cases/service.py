@@ -365,7 +365,9 @@ class CaseService:
         if status == "escalated_external" or status in CLOSED:
             wake = None
         await self.repo.set_wake(session, account_id, wake)
-        await self.repo.update_case(session, case.case_id, next_action_at=wake, **_worklist(account))
+        # Only if the timer or a worklist column moved: a re-evaluation that changes nothing (a daily re-age
+        # of the same amounts) writes no row version and index entries, and keeps the case's ETag.
+        await self.repo.update_case(session, case.case_id, changes_only=True, next_action_at=wake, **_worklist(account))
 
     def ladder_for(self, account: AccountUpdated) -> Ladder:
         segment = account.customer.segment if account.customer else None
