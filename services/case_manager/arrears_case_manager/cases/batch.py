@@ -283,6 +283,7 @@ class BatchRepository(CaseRepository):
         self._timeline: list[dict[str, Any]] = []
         self._fees: dict[str, set[tuple[str, str]]] = {}
         self._states: dict[str, dict[str, Any]] = {}
+        self.stored: set[str] = set()  # accounts known to have a row (their states are updated, not upserted)
         self._wakes: dict[str, datetime | None] = {}
 
     async def load(self, session: AsyncSession, account_ids: Sequence[str], settling: Iterable[str] = ()) -> None:
@@ -433,10 +434,15 @@ class BatchRepository(CaseRepository):
             await insert_rows(session, cases, [vars(self._cases[c]) for c in self._new])
         await insert_rows(session, timeline, self._timeline)
         if self._states:
-            saved = []
+            saved: list[dict[str, Any]] = []
+            added: list[dict[str, Any]] = []
             for account_id, values in self._states.items():
-                saved.append({**values, "wake_at": self._wakes.pop(account_id, None)})
-            await insert_rows(session, accounts, saved, _UPSERT_ACCOUNT)
+                row = {**values, "wake_at": self._wakes.pop(account_id, None)}
+                (saved if account_id in self.stored else added).append(row)
+            # A plain update of the rows known to exist (an upsert would first probe for the conflict and
+            # lock the row); the others inserted, still as an upsert.
+            await update_rows(session, accounts, "account_id", saved)
+            await insert_rows(session, accounts, added, _UPSERT_ACCOUNT)
         if self._wakes:
             await session.execute(_SET_WAKES, {"ids": list(self._wakes), "wakes": list(self._wakes.values())})
         self._new.clear()

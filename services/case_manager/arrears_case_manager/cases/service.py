@@ -216,6 +216,7 @@ class CaseService:
             return
         await lock_accounts(session, (u.account_id for u in updates))
         known = await self.repo.account_versions(session, sorted({u.account_id for u in updates}))
+        stored = set(known)  # the accounts that have a row
         fresh: list[AccountUpdated] = []
         for update in updates:
             applied = known.get(update.account_id)
@@ -226,6 +227,7 @@ class CaseService:
         if not fresh:
             return
         batch, repo, outbox = self._batch()
+        repo.stored = stored
         await repo.load(session, [u.account_id for u in fresh], {u.account_id for u in fresh if _settled(u)})
         now = self.clock.now()
         for update in fresh:
