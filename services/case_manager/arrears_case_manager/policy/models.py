@@ -55,11 +55,19 @@ class Ladder(BaseModel):
     def next_after(self, level: Level | None) -> Level | None:
         if level is None:
             return self.levels[0]
-        idx = self._positions[level.name]
+        idx = self._position_of()[level.name]
         return self.levels[idx + 1] if idx + 1 < len(self.levels) else None
 
     def index(self, name: str | None) -> int:
-        return self._positions.get(name, -1) if name is not None else -1
+        return self._position_of().get(name, -1) if name is not None else -1
+
+    def _position_of(self) -> dict[str, int]:
+        # Read from the private attributes' dict itself: ``self._positions`` goes through
+        # BaseModel.__getattr__, which costs more than building the list of names did.
+        private = self.__pydantic_private__
+        assert private is not None
+        positions: dict[str, int] = private["_positions"]
+        return positions
 
     def by_name(self, name: str) -> Level:
         for lv in self.levels:
