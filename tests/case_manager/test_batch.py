@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, select
+from sqlalchemy import delete, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from arrears_case_manager.auth import Principal
@@ -344,3 +344,33 @@ async def test_a_batch_writes_only_the_columns_its_evaluations_set(session: Asyn
         assert {k: v for k, v in after[acc]._mapping.items() if k not in unchanged} == {
             k: v for k, v in before[acc]._mapping.items() if k not in unchanged
         }
+
+
+async def test_an_evaluation_that_changes_nothing_writes_no_case_row(session: AsyncSession) -> None:
+    """A newer account state that leaves the case's timer and worklist columns as they are stored (a
+    re-age of the same amounts) is applied, but writes no new version of the case's row and keeps its
+    version (the ETag), one event at a time and in a batch; a state that moves the amount writes."""
+    tag = uuid.uuid4().hex[:8].upper()
+    clock = FixedClock(noon(DUE + timedelta(days=8)))
+    service = make_service(clock)
+    row = select(cases.c.version, cases.c.overdue_minor, literal_column("ctid::text").label("ctid"))
+    for acc, batched in ((f"N{tag}-1", False), (f"N{tag}-2", True)):
+
+        async def apply(state: AccountUpdated, batched: bool = batched) -> None:
+            if batched:
+                await service.apply_updates(session, [(None, state)])
+            else:
+                await service.on_account_updated(session, None, state)
+
+        today = clock.now().date()
+        await apply(account_state(acc, today=today, invoices=[("I1", DUE, 20_000)]))
+        before = (await session.execute(row.where(cases.c.account_id == acc))).one()
+        same = account_state(acc, today=today, invoices=[("I1", DUE, 20_000)])
+        await apply(same)
+        applied = select(accounts.c.version).where(accounts.c.account_id == acc)
+        assert (await session.execute(applied)).scalar_one() == same.version
+        assert (await session.execute(row.where(cases.c.account_id == acc))).one() == before
+        await apply(account_state(acc, today=today, invoices=[("I1", DUE, 15_000)]))
+        after = (await session.execute(row.where(cases.c.account_id == acc))).one()
+        assert (after.version, after.overdue_minor) == (before.version + 1, 15_000)
+        assert after.ctid != before.ctid

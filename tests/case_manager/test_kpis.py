@@ -10,7 +10,7 @@ from datetime import date
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_case_manager.models import invoices_issued, receivable_snapshots
@@ -164,3 +164,38 @@ async def test_the_period_defaults_to_the_last_90_days_and_must_be_in_order(sess
     assert kpis["period"] == {"from": date(2031, 4, 17), "to": date(2031, 7, 15), "days": 90}
     with pytest.raises(PermanentError):
         await service.kpis(session, date(2031, 7, 2), date(2031, 7, 1))
+
+
+async def test_an_invoice_seen_again_unchanged_is_not_rewritten_and_an_adjusted_one_is(session: AsyncSession) -> None:
+    """invoices_issued keeps each invoice's total as last seen: a state that shows it unchanged leaves its
+    row alone (no new row version, not even a row lock: xmax unchanged), one with an adjusted total or
+    issue date updates it."""
+    clock = FixedClock(noon(date(2031, 6, 1)))
+    service = make_service(clock)
+    acc = f"KPI-{uuid.uuid4().hex[:8]}"
+    row = select(
+        invoices_issued.c.amount_minor,
+        invoices_issued.c.issue_date,
+        literal_column("ctid::text").label("ctid"),
+        literal_column("xmax::text").label("xmax"),
+    ).where(invoices_issued.c.account_id == acc)
+    await apply(
+        service,
+        session,
+        _state(acc, date(2031, 6, 1), "CZK", [("Y1", date(2031, 6, 1), date(2031, 7, 1), 9_000, 9_000)]),
+    )
+    first = (await session.execute(row)).one()
+    await apply(
+        service,
+        session,
+        _state(acc, date(2031, 6, 1), "CZK", [("Y1", date(2031, 6, 1), date(2031, 7, 1), 9_000, 4_000)]),
+    )
+    assert (await session.execute(row)).one() == first
+    await apply(
+        service,
+        session,
+        _state(acc, date(2031, 6, 1), "CZK", [("Y1", date(2031, 6, 2), date(2031, 7, 1), 12_000, 4_000)]),
+    )
+    adjusted = (await session.execute(row)).one()
+    assert (adjusted.amount_minor, adjusted.issue_date) == (12_000, date(2031, 6, 2))
+    assert adjusted.ctid != first.ctid

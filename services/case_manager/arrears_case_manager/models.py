@@ -90,8 +90,13 @@ Index(
     postgresql_where=cases.c.status.notin_(["resolved", "written_off"]),
 )
 
-# The latest case of an account (0005).
-Index("ix_case_manager_cases_account_opened", cases.c.account_id, cases.c.opened_at)
+# The latest case of an account without an open one (0005; of the closed cases only since 0006).
+Index(
+    "ix_case_manager_cases_account_opened",
+    cases.c.account_id,
+    cases.c.opened_at,
+    postgresql_where=cases.c.status.in_(["resolved", "written_off"]),
+)
 
 timeline = Table(
     "timeline",

@@ -36,7 +36,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, distinct_on
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from arrears_case_manager.cases.repository import CaseRepository, _ids
@@ -89,6 +89,22 @@ _TRY_LOCK = text(
     "SELECT a FROM (SELECT a FROM unnest(CAST(:ids AS text[])) AS a ORDER BY hashtext('cases:' || a)) AS s "
     "WHERE pg_try_advisory_xact_lock(hashtext('cases:' || a))"
 )
+# The statuses in which a case can have a promise pending or a plan active (any other status ended them).
+_WITH_AGREEMENTS = frozenset({"promised", "payment_plan"})
+_CLOSED_SQL = ", ".join(f"'{s}'" for s in sorted(CLOSED))
+# The batch's open cases, row-locked in case id order, and the latest (closed) case of each account
+# without one (a written-off debt does not reopen): one statement, one snapshot, taken after the
+# accounts' advisory locks (nobody else opens or closes their cases meanwhile).
+_LOAD_CASES = text(
+    "WITH o AS (SELECT * FROM case_manager.cases WHERE account_id = ANY(CAST(:ids AS text[])) "  # noqa: S608
+    f"AND status NOT IN ({_CLOSED_SQL}) ORDER BY case_id FOR UPDATE) "
+    "SELECT true AS is_open, o.* FROM o "
+    "UNION ALL "
+    "SELECT false AS is_open, l.* FROM (SELECT DISTINCT ON (c.account_id) c.* FROM case_manager.cases AS c "
+    f"WHERE c.account_id = ANY(CAST(:ids AS text[])) AND c.status IN ({_CLOSED_SQL}) "
+    "AND NOT EXISTS (SELECT 1 FROM o WHERE o.account_id = c.account_id) "
+    "ORDER BY c.account_id, c.opened_at DESC) AS l"
+).bindparams(bindparam("ids", type_=ARRAY(Text)))
 _SET_WAKES = text(
     "UPDATE case_manager.accounts AS t SET wake_at = v.w "
     "FROM unnest(CAST(:ids AS text[]), CAST(:wakes AS timestamptz[])) AS v(id, w) WHERE t.account_id = v.id"
@@ -212,6 +228,11 @@ def _rows(result: Result[Any]) -> Iterator[SimpleNamespace]:
         yield SimpleNamespace(**dict(zip(keys, r, strict=True)))
 
 
+def _mutable(row: Any) -> SimpleNamespace | None:
+    """A row read one at a time, as the namespace the batch's loaded rows are."""
+    return None if row is None else SimpleNamespace(**row._mapping)
+
+
 def _copy(row: SimpleNamespace | None) -> Any:
     """A snapshot, as a database read returns: later writes do not change what the caller holds."""
     return None if row is None else SimpleNamespace(**vars(row))
@@ -262,36 +283,31 @@ class BatchRepository(CaseRepository):
         self._timeline: list[dict[str, Any]] = []
         self._fees: dict[str, set[tuple[str, str]]] = {}
         self._states: dict[str, dict[str, Any]] = {}
+        self.stored: set[str] = set()  # accounts known to have a row (their states are updated, not upserted)
         self._wakes: dict[str, datetime | None] = {}
 
-    async def load(self, session: AsyncSession, account_ids: Sequence[str]) -> None:
-        """Read what evaluating these accounts needs: their open cases (row-locked, in case id order),
-        the latest case of those without one, and the open cases' pending promises and active plans."""
+    async def load(self, session: AsyncSession, account_ids: Sequence[str], settling: Iterable[str] = ()) -> None:
+        """Read what evaluating these accounts needs: their open cases (row-locked, in case id order) and
+        the latest case of those without one, in one statement; then the pending promises and active
+        plans of the open cases that can have one: those promised or on a plan (a promise or plan in
+        force ends when its case moves to any other status, cases/actions.py) and those of the
+        ``settling`` accounts (paid in full: whatever is in force is settled). Without such a case
+        (the usual batch) no promise or plan is read; should evaluating ask for one that was not
+        loaded, it is read then (:meth:`pending_promise`, :meth:`active_plan`)."""
         ids = sorted(set(account_ids))
-        open_rows = await session.execute(
-            select(cases)
-            .where(cases.c.account_id == any_(_ids(ids)), cases.c.status.notin_(list(CLOSED)))
-            .order_by(cases.c.case_id)
-            .with_for_update()
-        )
-        for row in _rows(open_rows):
+        for row in _rows(await session.execute(_LOAD_CASES, {"ids": ids})):
+            is_open = row.__dict__.pop("is_open")
             self._cases[row.case_id] = row
-            self._open[row.account_id] = row.case_id
             self._latest[row.account_id] = row
-        missing = [a for a in ids if a not in self._open]
-        if missing:
-            latest = await session.execute(
-                select(cases)
-                .where(cases.c.account_id == any_(_ids(missing)))
-                .order_by(cases.c.account_id, cases.c.opened_at.desc())
-                .ext(distinct_on(cases.c.account_id))
-            )
-            for row in _rows(latest):
-                self._cases[row.case_id] = row
-                self._latest[row.account_id] = row
-            for a in missing:
-                self._latest.setdefault(a, None)
-        case_ids = list(self._open.values())
+            if is_open:
+                self._open[row.account_id] = row.case_id
+        for a in ids:
+            self._latest.setdefault(a, None)
+        settle = set(settling)
+        case_ids = [c for a, c in self._open.items() if self._cases[c].status in _WITH_AGREEMENTS or a in settle]
+        for c in case_ids:
+            self._promises[c] = None
+            self._plans[c] = None
         if case_ids:
             for row in _rows(
                 await session.execute(
@@ -330,10 +346,18 @@ class BatchRepository(CaseRepository):
         return await self.base.get_case(session, case_id)
 
     async def pending_promise(self, session: AsyncSession, case_id: str) -> Any:
-        return _copy(self._promises.get(case_id))
+        if case_id not in self._promises:  # not loaded (see load): read now, kept for the batch's later reads
+            self._promises[case_id] = (
+                None if case_id in self._new else _mutable(await self.base.pending_promise(session, case_id))
+            )
+        return _copy(self._promises[case_id])
 
     async def active_plan(self, session: AsyncSession, case_id: str) -> Any:
-        return _copy(self._plans.get(case_id))
+        if case_id not in self._plans:
+            self._plans[case_id] = (
+                None if case_id in self._new else _mutable(await self.base.active_plan(session, case_id))
+            )
+        return _copy(self._plans[case_id])
 
     async def fees_assessed(self, session: AsyncSession, case_id: str) -> set[tuple[str, str]]:
         stored = set() if case_id in self._new else await self.base.fees_assessed(session, case_id)
@@ -356,8 +380,12 @@ class BatchRepository(CaseRepository):
         self._open[row.account_id] = row.case_id
         self._latest[row.account_id] = row
 
-    async def update_case(self, session: AsyncSession, case_id: str, **values: Any) -> None:
+    async def update_case(
+        self, session: AsyncSession, case_id: str, *, changes_only: bool = False, **values: Any
+    ) -> None:
         row = self._cases[case_id]
+        if changes_only and values and all(getattr(row, name) == value for name, value in values.items()):
+            return  # as CaseRepository.update_case: nothing differs, nothing written, the version kept
         for name, value in values.items():
             setattr(row, name, value)
         row.version += 1
@@ -406,10 +434,15 @@ class BatchRepository(CaseRepository):
             await insert_rows(session, cases, [vars(self._cases[c]) for c in self._new])
         await insert_rows(session, timeline, self._timeline)
         if self._states:
-            saved = []
+            saved: list[dict[str, Any]] = []
+            added: list[dict[str, Any]] = []
             for account_id, values in self._states.items():
-                saved.append({**values, "wake_at": self._wakes.pop(account_id, None)})
-            await insert_rows(session, accounts, saved, _UPSERT_ACCOUNT)
+                row = {**values, "wake_at": self._wakes.pop(account_id, None)}
+                (saved if account_id in self.stored else added).append(row)
+            # A plain update of the rows known to exist (an upsert would first probe for the conflict and
+            # lock the row); the others inserted, still as an upsert.
+            await update_rows(session, accounts, "account_id", saved)
+            await insert_rows(session, accounts, added, _UPSERT_ACCOUNT)
         if self._wakes:
             await session.execute(_SET_WAKES, {"ids": list(self._wakes), "wakes": list(self._wakes.values())})
         self._new.clear()

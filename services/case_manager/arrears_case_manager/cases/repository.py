@@ -17,6 +17,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     text,
     tuple_,
@@ -46,8 +47,16 @@ _RECORD_RECEIVABLES = text(
     """
     WITH invoices AS (
         INSERT INTO case_manager.invoices_issued AS i (account_id, invoice_id, currency, amount_minor, issue_date)
-        SELECT * FROM unnest(CAST(:inv_acc AS text[]), CAST(:inv_id AS text[]), CAST(:inv_cur AS text[]),
-                             CAST(:inv_amount AS bigint[]), CAST(:inv_issued AS date[]))
+        SELECT v.account_id, v.invoice_id, v.currency, v.amount_minor, v.issue_date
+        FROM unnest(CAST(:inv_acc AS text[]), CAST(:inv_id AS text[]), CAST(:inv_cur AS text[]),
+                    CAST(:inv_amount AS bigint[]), CAST(:inv_issued AS date[]))
+             AS v(account_id, invoice_id, currency, amount_minor, issue_date)
+        LEFT JOIN case_manager.invoices_issued AS known USING (account_id, invoice_id)
+        -- Only new or changed invoices reach the insert: ON CONFLICT DO UPDATE locks (and logs) the
+        -- conflicting row even when its WHERE then leaves it alone, and most invoices are seen unchanged.
+        WHERE known.account_id IS NULL
+           OR (known.currency, known.amount_minor, known.issue_date)
+              IS DISTINCT FROM (v.currency, v.amount_minor, v.issue_date)
         ON CONFLICT (account_id, invoice_id) DO UPDATE
         SET currency = EXCLUDED.currency, amount_minor = EXCLUDED.amount_minor, issue_date = EXCLUDED.issue_date
         WHERE (i.currency, i.amount_minor, i.issue_date)
@@ -189,19 +198,29 @@ class CaseRepository:
         return (await session.execute(select(cases).where(cases.c.case_id == case_id))).first()
 
     async def latest_case_for_account(self, session: AsyncSession, account_id: str) -> Row[Any] | None:
+        """The account's latest closed case: asked only when it has no open case (so its latest case),
+        and served by the closed cases' (account_id, opened_at) index (migration 0006)."""
         return (
             await session.execute(
-                select(cases).where(cases.c.account_id == account_id).order_by(cases.c.opened_at.desc()).limit(1)
+                select(cases)
+                .where(cases.c.account_id == account_id, cases.c.status.in_(list(CLOSED)))
+                .order_by(cases.c.opened_at.desc())
+                .limit(1)
             )
         ).first()
 
     async def create_case(self, session: AsyncSession, values: dict[str, Any]) -> None:
         await session.execute(insert(cases).values(**values))
 
-    async def update_case(self, session: AsyncSession, case_id: str, **values: Any) -> None:
-        await session.execute(
-            update(cases).where(cases.c.case_id == case_id).values(version=cases.c.version + 1, **values)
-        )
+    async def update_case(
+        self, session: AsyncSession, case_id: str, *, changes_only: bool = False, **values: Any
+    ) -> None:
+        """Set ``values`` on the case and bump its version. ``changes_only``: only if some value differs
+        from the stored one (an evaluation that changes nothing writes nothing and keeps the ETag)."""
+        stmt = update(cases).where(cases.c.case_id == case_id).values(version=cases.c.version + 1, **values)
+        if changes_only and values:
+            stmt = stmt.where(or_(*(cases.c[name].is_distinct_from(value) for name, value in values.items())))
+        await session.execute(stmt)
 
     async def add_timeline(
         self, session: AsyncSession, case_id: str, at: datetime, kind: str, actor: str, data: dict[str, Any]

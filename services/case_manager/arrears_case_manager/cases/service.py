@@ -69,6 +69,11 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(0, 0), tzinfo=UTC)
 
 
+def _settled(account: AccountUpdated) -> bool:
+    """Nothing owed (nothing open, or nothing with a due date): an open case resolves as paid."""
+    return account.oldest_due_date is None or sum(b.open_minor for b in account.balances) <= 0
+
+
 def _open_in(account: AccountUpdated, currency: str) -> int:
     return sum(b.open_minor for b in account.balances if b.currency == currency)
 
@@ -211,6 +216,7 @@ class CaseService:
             return
         await lock_accounts(session, (u.account_id for u in updates))
         known = await self.repo.account_versions(session, sorted({u.account_id for u in updates}))
+        stored = set(known)  # the accounts that have a row
         fresh: list[AccountUpdated] = []
         for update in updates:
             applied = known.get(update.account_id)
@@ -221,7 +227,8 @@ class CaseService:
         if not fresh:
             return
         batch, repo, outbox = self._batch()
-        await repo.load(session, [u.account_id for u in fresh])
+        repo.stored = stored
+        await repo.load(session, [u.account_id for u in fresh], {u.account_id for u in fresh if _settled(u)})
         now = self.clock.now()
         for update in fresh:
             await batch.evaluate(session, update.account_id, now, update)
@@ -278,9 +285,10 @@ class CaseService:
     async def _fire(self, session: AsyncSession, due: list[tuple[str, str]], now: datetime) -> None:
         """Evaluate these claimed, locked accounts together (one load, bulk writes)."""
         batch, repo, outbox = self._batch()
-        await repo.load(session, [a for a, _ in due])
-        for account_id, state in due:
-            await batch.evaluate(session, account_id, now, AccountUpdated.model_validate_json(state))
+        states = [(account_id, AccountUpdated.model_validate_json(state)) for account_id, state in due]
+        await repo.load(session, [a for a, _ in states], {a for a, s in states if _settled(s)})
+        for account_id, account in states:
+            await batch.evaluate(session, account_id, now, account)
         await repo.flush(session)
         await outbox.flush(session)
 
@@ -316,7 +324,7 @@ class CaseService:
             account = AccountUpdated.model_validate(row.state)
         case = await self.repo.open_case(session, account_id)
         owed = sum(b.open_minor for b in account.balances)
-        if owed <= 0 or account.oldest_due_date is None:
+        if owed <= 0 or account.oldest_due_date is None:  # as _settled (which does not narrow the type)
             if case is not None:
                 await self._settle_agreements_paid(session, case, account, now)
                 await self._resolve(session, case, account, now)
@@ -359,7 +367,9 @@ class CaseService:
         if status == "escalated_external" or status in CLOSED:
             wake = None
         await self.repo.set_wake(session, account_id, wake)
-        await self.repo.update_case(session, case.case_id, next_action_at=wake, **_worklist(account))
+        # Only if the timer or a worklist column moved: a re-evaluation that changes nothing (a daily re-age
+        # of the same amounts) writes no row version and index entries, and keeps the case's ETag.
+        await self.repo.update_case(session, case.case_id, changes_only=True, next_action_at=wake, **_worklist(account))
 
     def ladder_for(self, account: AccountUpdated) -> Ladder:
         segment = account.customer.segment if account.customer else None

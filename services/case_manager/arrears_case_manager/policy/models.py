@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 Channel = Literal["email", "sms", "call_task", "letter"]
 Action = Literal["late_fee", "credit_hold", "notice_of_intent", "external_handoff"]
@@ -33,6 +33,8 @@ class Ladder(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     levels: list[Level] = Field(min_length=1)
+    # Each level's position by name, built once (every evaluation asks several times).
+    _positions: dict[str, int] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _ordered(self) -> Ladder:
@@ -42,6 +44,7 @@ class Ladder(BaseModel):
         names = [lv.name for lv in self.levels]
         if len(set(names)) != len(names):
             raise ValueError("level names must be unique")
+        self._positions = {name: i for i, name in enumerate(names)}
         return self
 
     def level_for(self, day: int) -> Level | None:
@@ -52,12 +55,19 @@ class Ladder(BaseModel):
     def next_after(self, level: Level | None) -> Level | None:
         if level is None:
             return self.levels[0]
-        idx = [lv.name for lv in self.levels].index(level.name)
+        idx = self._position_of()[level.name]
         return self.levels[idx + 1] if idx + 1 < len(self.levels) else None
 
     def index(self, name: str | None) -> int:
-        names = [lv.name for lv in self.levels]
-        return names.index(name) if name in names else -1
+        return self._position_of().get(name, -1) if name is not None else -1
+
+    def _position_of(self) -> dict[str, int]:
+        # Read from the private attributes' dict itself: ``self._positions`` goes through
+        # BaseModel.__getattr__, which costs more than building the list of names did.
+        private = self.__pydantic_private__
+        assert private is not None
+        positions: dict[str, int] = private["_positions"]
+        return positions
 
     def by_name(self, name: str) -> Level:
         for lv in self.levels:
