@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from arrears_scoring.risk.features import BASE_FEATURES, LEDGER_FEATURES, Record
+from arrears_scoring.risk.features import BASE_FEATURES, LEDGER_FEATURES, TRAINED_FEATURES, Record
 from arrears_scoring.risk.selection import (
     ALL_COLUMNS,
     CANDIDATES,
@@ -117,6 +117,8 @@ def test_candidate_space_is_fixed_and_named_uniquely() -> None:
             c.name for c in CANDIDATES if c.features == "base"
         )
     assert FEATURE_SETS["ledger"] == (*BASE_FEATURES, *LEDGER_FEATURES, "disputed")
+    # what train.fit ships is a candidate of the stored model's form on the shipped features
+    assert (*TRAINED_FEATURES, "disputed") == FEATURE_SETS["ledger"]
 
 
 def test_validation_only_leaves_the_test_period_unscored() -> None:

@@ -47,7 +47,7 @@ LEDGER_FEATURES: tuple[str, ...] = (
     "overdue_amount_ratio",
 )
 
-TRAINED_FEATURES: tuple[str, ...] = BASE_FEATURES
+TRAINED_FEATURES: tuple[str, ...] = (*BASE_FEATURES, *LEDGER_FEATURES)
 
 
 @dataclass(frozen=True)
