@@ -4,6 +4,7 @@ stored model that is plain data, and the commands that fit and backtest it."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -11,9 +12,18 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arrears_scoring.risk.features import TRAINED_FEATURES, Record, SettledInvoice, invoice_features, known_before
+from arrears_scoring.risk.features import (
+    TRAINED_FEATURES,
+    Record,
+    SettledInvoice,
+    history_features,
+    invoice_features,
+    known_before,
+)
 from arrears_scoring.risk.model import RiskModel, tier_of
 from arrears_scoring.risk.recommend import recommend
 from arrears_scoring.risk.repository import ModelRepository
@@ -75,6 +85,55 @@ def test_signed_lateness_tells_early_payers_from_on_time_ones() -> None:
     assert f["past_median_signed_late"] == pytest.approx(-2.5)  # even count: the middle two's mean
     assert f["signed_late_trend"] == pytest.approx(5 - (-2.5))
     assert f["ewm_late_ratio"] == pytest.approx(1 - 0.7**5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-40, 90), st.integers(1, 10**7), st.booleans()),
+        max_size=12,
+    )
+)
+def test_history_features_are_their_plain_definitions(paid: list[tuple[int, int, bool]]) -> None:
+    """The hot path's one-pass history features equal the definitions written out plainly."""
+    d = date(2026, 3, 1)
+    history = [
+        SettledInvoice(d - timedelta(days=400 - 20 * k), due, due + timedelta(days=signed), amount, disputed)
+        for k, (signed, amount, disputed) in enumerate(paid)
+        for due in [d - timedelta(days=370 - 20 * k)]
+    ]
+    f = history_features(history)
+    n = len(history)
+    if not n:
+        assert f["no_history"] == 1.0
+        assert all(v == 0.0 for k, v in f.items() if k != "no_history")
+        return
+    signed = [h.signed_days_late for h in history]
+    late = [h.days_late for h in history]
+    ewm = [float(signed[0]), 1.0 if late[0] > 0 else 0.0]
+    for s_, l_ in zip(signed[1:], late[1:], strict=True):
+        ewm = [ewm[0] + 0.3 * (s_ - ewm[0]), ewm[1] + 0.3 * ((1.0 if l_ > 0 else 0.0) - ewm[1])]
+    expected = {
+        "past_late_ratio": sum(1 for x in late if x > 0) / n,
+        "past_mean_days_late": statistics.mean(late),
+        "recent_late_ratio": sum(1 for x in late[-5:] if x > 0) / len(late[-5:]),
+        "last_days_late": late[-1],
+        "past_invoices_log": math.log1p(n),
+        "no_history": 0.0,
+        "past_dispute_ratio": sum(1 for h in history if h.disputed) / n,
+        "past_mean_signed_late": statistics.mean(signed),
+        "past_median_signed_late": statistics.median(signed),
+        "last_signed_late": signed[-1],
+        "ewm_signed_late": ewm[0],
+        "signed_late_trend": statistics.mean(signed[-5:]) - statistics.mean(signed),
+        "past_sd_signed_late": statistics.pstdev(signed),
+        "ewm_late_ratio": ewm[1],
+        "_mean_amount": statistics.mean(h.amount_minor for h in history),
+        "_last_settled": history[-1].settled_date.toordinal(),
+    }
+    assert set(f) == set(expected)
+    for name, value in expected.items():
+        assert f[name] == pytest.approx(value, abs=1e-9), name
 
 
 def test_amounts_open_and_overdue_at_issue_against_the_usual_amount() -> None:
