@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from arrears_scoring.risk.features import Record
+from arrears_scoring.risk.features import BASE_FEATURES, LEDGER_FEATURES, TRAINED_FEATURES, Record
 from arrears_scoring.risk.selection import (
+    ALL_COLUMNS,
     CANDIDATES,
+    FEATURE_SETS,
     SHIPPED,
     Candidate,
     inner_folds,
@@ -106,9 +108,39 @@ def test_winner_prefers_fewer_parameters_only_within_the_tie_margin() -> None:
 
 def test_candidate_space_is_fixed_and_named_uniquely() -> None:
     names = [c.name for c in CANDIDATES]
-    assert len(names) == len(set(names)) == 44
+    assert len(names) == len(set(names)) == 88
     assert SHIPPED in CANDIDATES
     assert {c.family for c in CANDIDATES} == {"linear", "log", "pairs", "bins", "hgb"}
+    # the same 44 forms on each feature set
+    for fs in FEATURE_SETS:
+        assert sorted(replace(c, features="base").name for c in CANDIDATES if c.features == fs) == sorted(
+            c.name for c in CANDIDATES if c.features == "base"
+        )
+    assert FEATURE_SETS["ledger"] == (*BASE_FEATURES, *LEDGER_FEATURES, "disputed")
+    # what train.fit ships is a candidate of the stored model's form on the shipped features
+    assert (*TRAINED_FEATURES, "disputed") == FEATURE_SETS["ledger"]
+
+
+def test_validation_only_leaves_the_test_period_unscored() -> None:
+    records = noisy()
+    report = select(records, None, SMALL, score_test=False)
+    assert not {"test", "selected_linear_test", "shipped_form_test", "test_bootstrap"} & set(report)
+    full = select(records, None, SMALL)
+    assert full["candidates"] == report["candidates"]
+    assert full["selected"] == report["selected"]
+    assert report["selected_linear"] == SHIPPED.name  # the only linear candidate of SMALL
+
+
+def test_the_ledger_features_are_columns_of_their_own_candidates() -> None:
+    ds = build_dataset(noisy(), ALL_COLUMNS)
+    base = Candidate("linear", "l2", 1.0)
+    ledger = Candidate("linear", "l2", 1.0, features="ledger")
+    assert ledger.name == "ledger linear l2 C=1"
+    assert [ALL_COLUMNS[i] for i in base.columns] == [*BASE_FEATURES, "disputed"]
+    assert [ALL_COLUMNS[i] for i in ledger.columns] == list(ALL_COLUMNS)
+    # the base columns of the wide dataset are the dataset the first model was fitted on
+    narrow = build_dataset(noisy(), (*BASE_FEATURES, "disputed"))
+    assert np.array_equal(ds.x[:, base.columns], narrow.x)
 
 
 def test_select_model_command_on_the_ibm_sample(shared_data: Path) -> None:
@@ -118,16 +150,24 @@ def test_select_model_command_on_the_ibm_sample(shared_data: Path) -> None:
     report = json.loads(done.stdout)
     # the figures in docs/scoring.md "Model selection"
     assert report["cutoff"] == "2013-05-06"
+    assert len(report["candidates"]) == 88
     assert [f["validate_n"] for f in report["folds"]] == [245, 241, 327]
     assert len(report["candidates"]) == len(CANDIDATES)
-    assert report["selected"] == "bins l2 C=0.3"
-    assert report["test"] == {"candidate": "bins l2 C=0.3", "auc": 0.92, "brier": 0.1011}
+    best = report["candidates"][0]
+    assert best["candidate"] == "ledger linear l2 C=1"
+    assert best["validation_auc"] == 0.9189
+    assert best["validation_auc_folds"] == [0.8977, 0.9241, 0.9348]
+    first_form = next(r for r in report["candidates"] if r["candidate"] == "linear l2 C=1")
+    assert first_form["validation_auc"] == 0.9052
+    assert report["selected"] == report["selected_linear"] == "ledger linear l2 C=1"
+    assert "selected_linear_test" not in report  # the winner is of the stored model's form already
+    assert report["test"] == {"candidate": "ledger linear l2 C=1", "auc": 0.9357, "brier": 0.092}
     assert report["shipped_form_test"] == {"candidate": "linear l2 C=1", "auc": 0.9267, "brier": 0.0974}
     boot = report["test_bootstrap"]
     assert boot["invoice"]["a_auc_95"] == [0.9053, 0.9444]
     assert boot["customer"]["a_auc_95"] == [0.8985, 0.9472]
-    assert boot["invoice"]["b_minus_a_95"] == [-0.0125, -0.0009]
-    assert boot["customer"]["b_minus_a_95"] == [-0.0144, -0.0002]
+    assert boot["invoice"]["b_minus_a_95"] == [0.0015, 0.0168]
+    assert boot["customer"]["b_minus_a_95"] == [0.0006, 0.0178]
 
 
 def test_rank_auc_equals_scikit_learns_with_ties_and_the_bootstrap_is_paired() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from arrears_scoring.ledger.compute import Documents, LedgerState, compute
 from arrears_scoring.ledger.documents import DocRow, from_rows, ledger_rows, wins
 from arrears_scoring.ledger.service import Scored, score_account, score_accounts, settled_history
-from arrears_scoring.risk.features import invoice_features, known_before
+from arrears_scoring.risk.features import LEDGER_FEATURES, invoice_features, known_before
 from arrears_scoring.risk.model import RiskModel, risk_of, sigmoid
 from arrears_scoring.risk.recommend import recommend
 from arrears_shared.events.v1 import AccountUpdated, Customer
@@ -42,15 +42,20 @@ def reference_score(
     invoices = []
     statics: list[tuple[str, float]] = []
     for inv in state.open_invoices:
-        open_due = [
-            other.due_date
+        open_at_issue = [
+            other
             for other in docs.invoices.values()
             if other.invoice_id in state.settled
             and other.issue_date < inv.issue_date
             and (state.settled[other.invoice_id] or date.max) >= inv.issue_date
         ]
         vec = invoice_features(
-            known_before(history, inv.issue_date), inv.issue_date, inv.due_date, inv.amount_minor, open_due
+            known_before(history, inv.issue_date),
+            inv.issue_date,
+            inv.due_date,
+            inv.amount_minor,
+            [other.due_date for other in open_at_issue],
+            open_amounts=[other.amount_minor for other in open_at_issue],
         )
         vec.update(account)
         vec["disputed"] = 1.0 if inv.disputed else 0.0
@@ -132,6 +137,7 @@ def test_publisher_scoring_equals_the_per_invoice_path(
                     "open_at_issue",
                     "overdue_at_issue",
                     "max_days_overdue_at_issue",
+                    *LEDGER_FEATURES,
                 ]
             )
         ]

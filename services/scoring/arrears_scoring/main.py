@@ -68,6 +68,9 @@ def backtest(
 def select_model(
     csv: Path = typer.Option(..., exists=True, dir_okay=False, help="IBM-format CSV of settled invoices."),
     cutoff: str | None = typer.Option(None, help="Split date (YYYY-MM-DD); default: 70% of invoices by issue date."),
+    validation_only: bool = typer.Option(
+        False, "--validation-only", help="Report the validation inside the training period only; no test score."
+    ),
 ) -> None:
     """Model selection by time-ordered validation inside the training period only (fixed candidate
     space; docs/scoring.md "Model selection"); the winner alone is scored on the test period."""
@@ -76,7 +79,7 @@ def select_model(
 
     try:
         records = read_ibm_csv(csv)
-        report = select(records, date.fromisoformat(cutoff) if cutoff else None)
+        report = select(records, date.fromisoformat(cutoff) if cutoff else None, score_test=not validation_only)
     except (BadCsv, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

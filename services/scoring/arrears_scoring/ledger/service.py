@@ -72,12 +72,14 @@ def _account_rows(
     settled_days = [h.settled_date for h in history]
     summaries: dict[int, dict[str, float]] = {}
 
-    def features_on(day: date, due: date, amount: int, open_due: list[date] | tuple[()] = ()) -> dict[str, float]:
+    def features_on(
+        day: date, due: date, amount: int, open_due: list[date] | tuple[()] = (), open_amounts: list[int] | None = None
+    ) -> dict[str, float]:
         k = bisect_left(settled_days, day)  # history[:k] is known_before(history, day)
         summary = summaries.get(k)
         if summary is None:
             summary = summaries[k] = history_features(history[:k])
-        return invoice_features(history[:k], day, due, amount, open_due, summary)
+        return invoice_features(history[:k], day, due, amount, open_due, summary, open_amounts)
 
     utilization = 0.0
     if customer and customer.credit_limit_minor and customer.currency:
@@ -88,17 +90,20 @@ def _account_rows(
         "partial_payments": float(sum(1 for i in state.open_invoices if i.open_minor < i.amount_minor)),
         "credit_utilization": utilization,
     }
-    # (issue date, settled on or date.max while open, due date) of every live invoice, in docs order
+    # (issue date, settled on or date.max while open, due date, invoiced amount) of every live
+    # invoice, in docs order
     live = [
-        (other.issue_date, state.settled[other.invoice_id] or date.max, other.due_date)
+        (other.issue_date, state.settled[other.invoice_id] or date.max, other.due_date, other.amount_minor)
         for other in docs.invoices.values()
         if other.invoice_id in state.settled
     ]
     rows: list[list[float]] = []
     for inv in state.open_invoices:
         issued = inv.issue_date
-        open_due = [due for issue, until, due in live if issue < issued and until >= issued]
-        vec = features_on(issued, inv.due_date, inv.amount_minor, open_due)
+        open_at_issue = [(due, amount) for issue, until, due, amount in live if issue < issued and until >= issued]
+        vec = features_on(
+            issued, inv.due_date, inv.amount_minor, [d for d, _ in open_at_issue], [a for _, a in open_at_issue]
+        )
         vec.update(account)
         vec["disputed"] = 1.0 if inv.disputed else 0.0
         vec["days_past_due"] = float(inv.days_past_due)

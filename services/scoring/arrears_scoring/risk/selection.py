@@ -9,11 +9,13 @@ Protocol (``arrears-scoring select-model``; docs/scoring.md "Model selection"):
    quantiles of the training invoices' issue dates; fold *k* fits on the training invoices issued
    and settled before cutoff *k* and validates on those issued from cutoff *k* up to the next one
    (the last fold: to the end of the training period).
-3. Every candidate of :data:`CANDIDATES` (fixed before any was scored, not tuned to any split) is
-   scored by its mean validation AUC over the folds; the highest wins, unless candidates within
-   :data:`TIE_AUC` of it have fewer parameters (then the fewest-parameter one of those).
-4. Only the winner is refitted on the whole training period and scored on the test period, once.
-   The shipped model's specification (:data:`SHIPPED`) is scored beside it for comparison.
+3. Every candidate of :data:`CANDIDATES` (fixed before any was scored, not tuned to any split: 44
+   forms on each of the :data:`FEATURE_SETS`) is scored by its mean validation AUC over the folds;
+   the highest wins, unless candidates within :data:`TIE_AUC` of it have fewer parameters (then
+   the fewest-parameter one of those). The same rule over the ``linear`` candidates (the stored
+   model's form) gives the one that can ship.
+4. Only these are refitted on the whole training period and scored on the test period, once. The
+   first shipped model's specification (:data:`SHIPPED`) is scored beside them for comparison.
 
 This is a research tool: the candidates are scikit-learn estimators, never stored. A winner that
 is kept in production is written as plain data by :mod:`arrears_scoring.risk.train`.
@@ -34,8 +36,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from threadpoolctl import threadpool_limits
 
-from arrears_scoring.risk.features import Record
-from arrears_scoring.risk.train import LIVE_FEATURES, Dataset, build_dataset, default_cutoff, split
+from arrears_scoring.risk.features import BASE_FEATURES, LEDGER_FEATURES, Record
+from arrears_scoring.risk.train import Dataset, build_dataset, default_cutoff, split
 
 Matrix = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
@@ -57,9 +59,20 @@ LOG_FEATURES: tuple[str, ...] = (
     "overdue_at_issue",
     "max_days_overdue_at_issue",
     "past_invoices_log",
+    "past_sd_signed_late",
+    "open_amount_ratio",
+    "overdue_amount_ratio",
 )
 BINARY_FEATURES: tuple[str, ...] = ("no_history", "disputed")
 BIN_QUANTILES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+
+# The feature sets a candidate is fitted on: ``base`` (the first model's 13 issue-time features and
+# the dispute status) and ``ledger`` (those plus :data:`LEDGER_FEATURES`).
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "base": (*BASE_FEATURES, "disputed"),
+    "ledger": (*BASE_FEATURES, *LEDGER_FEATURES, "disputed"),
+}
+ALL_COLUMNS: tuple[str, ...] = FEATURE_SETS["ledger"]
 
 
 class Estimator(Protocol):
@@ -72,10 +85,11 @@ class Estimator(Protocol):
 
 @dataclass(frozen=True)
 class Candidate:
-    """One point of the candidate space. ``family``: ``linear`` (the shipped model's form),
+    """One point of the candidate space. ``family``: ``linear`` (the stored model's form),
     ``log`` (plus log1p of :data:`LOG_FEATURES`), ``pairs`` (``log`` plus every pairwise product
     of the standardized base features), ``bins`` (plus one-hot quintile bins of every non-binary
-    feature) or ``hgb`` (scikit-learn's HistGradientBoostingClassifier)."""
+    feature) or ``hgb`` (scikit-learn's HistGradientBoostingClassifier); ``features``: a key of
+    :data:`FEATURE_SETS`."""
 
     family: str
     penalty: str = "l2"
@@ -83,14 +97,22 @@ class Candidate:
     leaves: int = 0
     learning_rate: float = 0.0
     iterations: int = 0
+    features: str = "base"
 
     @property
     def name(self) -> str:
+        prefix = "" if self.features == "base" else f"{self.features} "
         if self.family == "hgb":
-            return f"hgb leaves={self.leaves} lr={self.learning_rate} iter={self.iterations}"
-        return f"{self.family} {self.penalty} C={self.c:g}"
+            return f"{prefix}hgb leaves={self.leaves} lr={self.learning_rate} iter={self.iterations}"
+        return f"{prefix}{self.family} {self.penalty} C={self.c:g}"
 
-    def estimator(self, names: Sequence[str] = LIVE_FEATURES) -> Estimator:
+    @property
+    def columns(self) -> list[int]:
+        """The candidate's columns of a dataset built with :data:`ALL_COLUMNS`."""
+        return [ALL_COLUMNS.index(n) for n in FEATURE_SETS[self.features]]
+
+    def estimator(self, names: Sequence[str] | None = None) -> Estimator:
+        names = FEATURE_SETS[self.features] if names is None else names
         if self.family == "hgb":
             return Boosted(self.leaves, self.learning_rate, self.iterations)
         return Linear(
@@ -104,17 +126,21 @@ class Candidate:
 
 
 def _candidates() -> tuple[Candidate, ...]:
-    out = [Candidate(family, "l2", c) for family in ("linear", "log", "pairs", "bins") for c in C_GRID]
-    out += [Candidate("pairs", "l1", c) for c in L1_C_GRID]
-    out += [
-        Candidate("hgb", leaves=leaves, learning_rate=lr, iterations=it)
-        for leaves, lr, it in itertools.product((4, 8, 16), (0.05, 0.1), (100, 300))
-    ]
+    """The same 44 forms on each feature set (88 candidates)."""
+    out: list[Candidate] = []
+    for fs in FEATURE_SETS:
+        out += [Candidate(f, "l2", c, features=fs) for f in ("linear", "log", "pairs", "bins") for c in C_GRID]
+        out += [Candidate("pairs", "l1", c, features=fs) for c in L1_C_GRID]
+        out += [
+            Candidate("hgb", leaves=leaves, learning_rate=lr, iterations=it, features=fs)
+            for leaves, lr, it in itertools.product((4, 8, 16), (0.05, 0.1), (100, 300))
+        ]
     return tuple(out)
 
 
 CANDIDATES: tuple[Candidate, ...] = _candidates()
-# What train.fit ships today: the features capped at their 99th percentile, standardized, L2, C=1.
+# The first shipped model's form (before the ledger features), scored beside the winner for
+# comparison: the base features capped at their 99th percentile, standardized, L2, C=1.
 SHIPPED = Candidate("linear", "l2", 1.0)
 
 
@@ -276,17 +302,25 @@ def _scores(y: npt.NDArray[np.int_], p: Matrix) -> tuple[float, float]:
 
 
 def select(
-    records: Sequence[Record], cutoff: date | None = None, candidates: Sequence[Candidate] = CANDIDATES
+    records: Sequence[Record],
+    cutoff: date | None = None,
+    candidates: Sequence[Candidate] = CANDIDATES,
+    *,
+    score_test: bool = True,
 ) -> dict[str, Any]:
     """Run the protocol; the report lists every candidate's validation scores (best first), the
-    winner, and the winner's and the shipped form's scores on the test period."""
+    winner, the best candidate of the stored model's form (``linear``: the one to ship), and
+    their and the first shipped form's scores on the test period. ``score_test=False``: the
+    validation alone, the test period left unseen (for developing features)."""
     # One thread: the fits are small, and spare OpenMP/BLAS threads only spin on a shared machine.
     with threadpool_limits(limits=1):
-        return _select(records, cutoff, candidates)
+        return _select(records, cutoff, candidates, score_test)
 
 
-def _select(records: Sequence[Record], cutoff: date | None, candidates: Sequence[Candidate]) -> dict[str, Any]:
-    ds = build_dataset(records)
+def _select(
+    records: Sequence[Record], cutoff: date | None, candidates: Sequence[Candidate], score_test: bool
+) -> dict[str, Any]:
+    ds = build_dataset(records, ALL_COLUMNS)
     cut = cutoff or default_cutoff(ds)
     train, test = split(ds, cut)
     folds = inner_folds(ds, train)
@@ -298,9 +332,10 @@ def _select(records: Sequence[Record], cutoff: date | None, candidates: Sequence
         aucs: list[float] = []
         briers: list[float] = []
         params = 0
+        x = ds.x[:, candidate.columns]
         for fit_mask, val_mask in folds:
-            est = candidate.estimator().fit(ds.x[fit_mask], ds.y[fit_mask])
-            auc, brier = _scores(ds.y[val_mask], est.predict(ds.x[val_mask]))
+            est = candidate.estimator().fit(x[fit_mask], ds.y[fit_mask])
+            auc, brier = _scores(ds.y[val_mask], est.predict(x[val_mask]))
             aucs.append(auc)
             briers.append(brier)
             params = est.n_params()
@@ -313,22 +348,16 @@ def _select(records: Sequence[Record], cutoff: date | None, candidates: Sequence
                 "params": params,
                 "_mean": float(np.mean(aucs)),
                 "_order": order,
+                "_linear": candidate.family == "linear",
             }
         )
     table.sort(key=lambda r: (-r["_mean"], r["_order"]))
     winner = candidates[winner_of(table)]
+    linear_rows = [r for r in table if r["_linear"]]
+    shippable = candidates[winner_of(linear_rows)] if linear_rows else None
     for row in table:
-        del row["_mean"], row["_order"]
-
-    predicted: dict[Candidate, Matrix] = {}
-
-    def on_test(candidate: Candidate) -> dict[str, Any]:
-        est = candidate.estimator().fit(ds.x[train], ds.y[train])
-        p = predicted[candidate] = est.predict(ds.x[test])
-        auc, brier = _scores(ds.y[test], p)
-        return {"candidate": candidate.name, "auc": round(auc, 4), "brier": round(brier, 4)}
-
-    return {
+        del row["_mean"], row["_order"], row["_linear"]
+    report: dict[str, Any] = {
         "cutoff": cut.isoformat(),
         "train_n": int(train.sum()),
         "test_n": int(test.sum()),
@@ -338,10 +367,26 @@ def _select(records: Sequence[Record], cutoff: date | None, candidates: Sequence
         ],
         "candidates": table,
         "selected": winner.name,
-        "test": on_test(winner),
-        "shipped_form_test": on_test(SHIPPED),
-        # a = the shipped form, b = the winner
-        "test_bootstrap": paired_bootstrap(
-            ds.y[test], predicted[SHIPPED], predicted[winner], [a for a, t in zip(ds.accounts, test, strict=True) if t]
-        ),
+        "selected_linear": shippable.name if shippable else None,
     }
+    if not score_test:
+        return report
+
+    predicted: dict[Candidate, Matrix] = {}
+
+    def on_test(candidate: Candidate) -> dict[str, Any]:
+        x = ds.x[:, candidate.columns]
+        est = candidate.estimator().fit(x[train], ds.y[train])
+        p = predicted[candidate] = est.predict(x[test])
+        auc, brier = _scores(ds.y[test], p)
+        return {"candidate": candidate.name, "auc": round(auc, 4), "brier": round(brier, 4)}
+
+    report["test"] = on_test(winner)
+    if shippable is not None and shippable != winner:
+        report["selected_linear_test"] = on_test(shippable)
+    report["shipped_form_test"] = on_test(SHIPPED)
+    # a = the first shipped form, b = the winner
+    report["test_bootstrap"] = paired_bootstrap(
+        ds.y[test], predicted[SHIPPED], predicted[winner], [a for a, t in zip(ds.accounts, test, strict=True) if t]
+    )
+    return report

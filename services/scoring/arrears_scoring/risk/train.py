@@ -78,8 +78,11 @@ class Dataset:
     accounts: list[str] = field(default_factory=list)
 
 
-def build_dataset(records: Iterable[Record]) -> Dataset:
-    """Features of every record from its account's history known on its issue date."""
+def build_dataset(records: Iterable[Record], names: Sequence[str] | None = None) -> Dataset:
+    """Features of every record from its account's history known on its issue date: the columns
+    ``names`` (default :data:`LIVE_FEATURES`), ``disputed`` the invoice's dispute status."""
+    columns = [n for n in (names or LIVE_FEATURES) if n != "disputed"]
+    with_disputed = names is None or "disputed" in names
     by_account: dict[str, list[Record]] = defaultdict(list)
     for r in records:
         by_account[r.account_id].append(r)
@@ -91,15 +94,21 @@ def build_dataset(records: Iterable[Record]) -> Dataset:
     for account_id, recs in by_account.items():
         history = sorted((r.as_history() for r in recs), key=lambda h: (h.settled_date, h.issue_date))
         for r in recs:
-            open_due = [
-                o.due_date
+            open_at_issue = [
+                o
                 for o in recs
                 if o.issue_date < r.issue_date and o.settled_date >= r.issue_date and o.invoice_id != r.invoice_id
             ]
             vec = invoice_features(
-                known_before(history, r.issue_date), r.issue_date, r.due_date, r.amount_minor, open_due
+                known_before(history, r.issue_date),
+                r.issue_date,
+                r.due_date,
+                r.amount_minor,
+                [o.due_date for o in open_at_issue],
+                open_amounts=[o.amount_minor for o in open_at_issue],
             )
-            rows.append([*(vec[name] for name in TRAINED_FEATURES), 1.0 if r.disputed else 0.0])
+            disputed = [1.0 if r.disputed else 0.0] if with_disputed else []
+            rows.append([*(vec[name] for name in columns), *disputed])
             labels.append(1 if r.late else 0)
             issued.append(r.issue_date)
             settled.append(r.settled_date)
