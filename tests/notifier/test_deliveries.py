@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -37,6 +38,7 @@ from arrears_notifier.deliveries.service import (
     Dispatcher,
     LinkSigner,
     StatusCallback,
+    _Outcome,
     address_hash,
 )
 from arrears_notifier.models import notifications, outbox, suppressions
@@ -551,8 +553,27 @@ async def test_concurrent_sends_share_the_sending_commit_and_the_outcome_commit(
         outcomes.append(len(sent))
         await record_many(session, sent, now)
 
+    commit_wave = service.repo.commit_wave
+    one_statement_waves: list[int] = []
+
+    async def counting_waves(
+        connection: Any,
+        mark_ids: list[str],
+        sent: list[tuple[str, str | None]],
+        events: list[tuple[str, str | None, int, bytes]],
+        headers_json: str,
+        now: datetime,
+    ) -> frozenset[str]:
+        one_statement_waves.append(len(mark_ids) + len(sent))
+        if mark_ids:
+            marks.append(len(mark_ids))
+        if sent:
+            outcomes.append(len(sent))
+        return await commit_wave(connection, mark_ids, sent, events, headers_json, now)
+
     service.repo.mark_sending_many = counting_marks  # type: ignore[method-assign]
     service.repo.record_sent_many = counting_outcomes  # type: ignore[method-assign]
+    service.repo.commit_wave = counting_waves  # type: ignore[method-assign]
     requests = [new_request("sms") for _ in range(24)]
     for req in requests:
         await submit(service, sessionmaker, req)
@@ -562,6 +583,7 @@ async def test_concurrent_sends_share_the_sending_commit_and_the_outcome_commit(
     assert max(marks) > 1  # sends handed over together shared one statement and one commit
     assert sum(outcomes) == 24
     assert max(outcomes) > 1
+    assert one_statement_waves  # all sent: those waves were each one statement
     for req in requests:
         stored = await row(sessionmaker, req.notification_id)
         assert stored.status == "sent"
@@ -676,16 +698,17 @@ async def test_back_to_back_waves_share_one_connection_and_each_commits(
     try:
         gate = asyncio.Event()
         marking = asyncio.Event()
-        mark_many = service.repo.mark_sending_many
+        # Waves of marks only: each is one statement (``commit_wave``) on the shared connection.
+        commit_wave = service.repo.commit_wave
         seen_by_others: list[str] = []
 
-        async def slow_first_mark(session: AsyncSession, notification_ids: list[str], now: datetime) -> frozenset[str]:
+        async def slow_first_wave(connection: Any, mark_ids: list[str], *rest: Any) -> frozenset[str]:
             if not marking.is_set():
                 marking.set()
                 await gate.wait()
-            return await mark_many(session, notification_ids, now)
+            return await commit_wave(connection, mark_ids, *rest)
 
-        service.repo.mark_sending_many = slow_first_mark  # type: ignore[method-assign]
+        service.repo.commit_wave = slow_first_wave  # type: ignore[method-assign,assignment]
         waves = service._waves_for(sessionmaker)
         first = asyncio.ensure_future(waves.handover(requests[0].notification_id))
         await marking.wait()
@@ -710,14 +733,65 @@ async def test_back_to_back_waves_share_one_connection_and_each_commits(
         checkouts.clear()
 
         # A wave that fails gives its connection back; the next wave checks out a fresh one.
-        async def broken(session: AsyncSession, notification_ids: list[str], now: datetime) -> frozenset[str]:
+        async def broken(*_: Any) -> frozenset[str]:
             raise RuntimeError("statement failed")
 
-        service.repo.mark_sending_many = broken  # type: ignore[method-assign]
+        service.repo.commit_wave = broken  # type: ignore[method-assign,assignment]
         with pytest.raises(RuntimeError):
             await waves.handover("N-unknown")
-        service.repo.mark_sending_many = mark_many  # type: ignore[method-assign]
+        service.repo.commit_wave = commit_wave  # type: ignore[method-assign]
         assert not await waves.handover("N-unknown")  # no such claimed row: refused, not an error
         assert len(checkouts) == 2
     finally:
         event.remove(engine.sync_engine.pool, "checkout", counted)
+
+
+async def test_a_wave_of_marks_and_sent_outcomes_is_one_statement_all_or_nothing(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    """``commit_wave``: marks, outcomes and their delivery events in one statement on the driver's
+    connection, written as the transaction of ``mark_sending_many`` + ``record_outcomes`` would."""
+    requests = [new_request("sms") for _ in range(6)]
+    ids = [r.notification_id for r in requests]
+    for req in requests:
+        await submit(service, sessionmaker, req)
+    async with sessionmaker() as session, session.begin():
+        claimed = {r.notification_id: r for r in await service.claim(session, 1000)}
+        now = service.clock.now()
+        for nid in ids[2:5]:
+            await service.repo.mark_sending(session, nid, now)
+    async with sessionmaker() as session, session.begin():  # callbacks that overtook our record
+        await service.on_status_callback(session, StatusCallback(ids[3], None, "failed", None))
+        await service.on_status_callback(session, StatusCallback(ids[4], "SMcallback", "delivered", None))
+    sent = [_Outcome(claimed[nid], "sent", None, f"SM{i}", None, False) for i, nid in enumerate(ids) if 2 <= i < 5]
+    async with engine.connect() as connection:
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        handed = await service.commit_wave(driver, [ids[0], ids[1], "N-unknown"], sent)
+        assert handed == frozenset(ids[:2])
+        assert not driver.is_in_transaction()  # committed: its own transaction
+
+        # All or nothing: an outbox row that cannot be written leaves the marks and outcomes undone.
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await service.repo.commit_wave(
+                driver,
+                [ids[5]],
+                [(ids[2], "SMother")],
+                [(None, "k", 0, b"{}")],  # type: ignore[list-item]
+                "{}",
+                service.clock.now(),
+            )
+        assert not driver.is_in_transaction()
+    stored = {nid: await row(sessionmaker, nid) for nid in ids}
+    assert [stored[nid].status for nid in ids] == ["sending", "sending", "sent", "failed", "delivered", "claimed"]
+    assert stored[ids[0]].claimed_at is not None
+    assert stored[ids[2]].provider_message_id == "SM2"
+    assert stored[ids[2]].sent_at is not None and stored[ids[2]].reason is None
+    # A callback's later word stays; only the provider id and send time are filled in where missing.
+    assert stored[ids[3]].provider_message_id == "SM3"
+    assert stored[ids[3]].reason == "provider reported failed"
+    assert stored[ids[4]].provider_message_id == "SMcallback"
+    for nid in ids[2:5]:
+        assert "sent" in [u["status"] for u in await reported(sessionmaker, nid)]
+    async with sessionmaker() as session:
+        headers = (await session.execute(select(outbox.c.headers))).scalars().all()
+    assert all(isinstance(h, dict) for h in headers)

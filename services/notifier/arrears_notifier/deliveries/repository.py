@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from arrears_notifier.models import closed_cases, notifications, suppressions
+from arrears_notifier.models import closed_cases, notifications, outbox, suppressions
 
 
 def _any(name: str) -> Any:
@@ -61,6 +61,32 @@ _RECORD_SENT = text(
     "FROM unnest(CAST(:nids AS text[]), CAST(:pids AS text[])) AS w(nid, pid) "
     "WHERE n.notification_id = w.nid AND n.status IN ('claimed', 'sending') RETURNING n.notification_id"
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
+
+
+# One wave of the group commit (``DeliveryRepository.commit_wave``) as one statement, run on the
+# driver's connection outside any transaction block, so that it is its own transaction: one round
+# trip with its commit, instead of BEGIN, the marks, the outcomes, the outbox rows and COMMIT.
+# Marks and outcomes never name the same row (an outcome is only queued after its mark committed).
+# An outcome whose row a status callback has already moved on only gets its send time and provider
+# id filled in (as ``record_sent`` does). Data-modifying WITH parts always run to completion, read or
+# not. Parameters: $1 now, $2 ids to mark, $3/$4 sent ids and provider ids, $5-$8 outbox topics,
+# keys, shards and payloads, $9 their headers (JSON text).
+_IN_FLIGHT = "n.status IN ('claimed', 'sending')"
+_COMMIT_WAVE = (
+    f"WITH marked AS (UPDATE {notifications.fullname} SET status = 'sending', claimed_at = $1, updated_at = $1 "  # noqa: S608
+    "WHERE notification_id = ANY($2::text[]) AND status = 'claimed' RETURNING notification_id), "
+    f"sent AS (UPDATE {notifications.fullname} AS n SET "
+    f"status = CASE WHEN {_IN_FLIGHT} THEN 'sent' ELSE n.status END, "
+    f"sent_at = CASE WHEN {_IN_FLIGHT} THEN $1 ELSE coalesce(n.sent_at, $1) END, "
+    f"provider_message_id = CASE WHEN {_IN_FLIGHT} THEN w.pid ELSE coalesce(n.provider_message_id, w.pid) END, "
+    f"reason = CASE WHEN {_IN_FLIGHT} THEN NULL ELSE n.reason END, "
+    f"updated_at = CASE WHEN {_IN_FLIGHT} THEN $1 ELSE n.updated_at END "
+    "FROM unnest($3::text[], $4::text[]) AS w(nid, pid) WHERE n.notification_id = w.nid RETURNING 1), "
+    f"events AS (INSERT INTO {outbox.fullname} (topic, key, shard, payload, headers) "
+    "SELECT t, k, s, p, CAST($9::text AS jsonb) "
+    "FROM unnest($5::text[], $6::text[], $7::smallint[], $8::bytea[]) AS u(t, k, s, p) RETURNING 1) "
+    "SELECT notification_id FROM marked"
+)
 
 
 class DeliveryRepository:
@@ -230,6 +256,33 @@ class DeliveryRepository:
         for notification_id, provider_id in sent:
             if notification_id not in done:
                 await self.record_sent(session, notification_id, now, provider_id)
+
+    async def commit_wave(
+        self,
+        connection: Any,
+        mark_ids: list[str],
+        sent: list[tuple[str, str | None]],
+        events: list[tuple[str, str | None, int, bytes]],
+        headers_json: str,
+        now: datetime,
+    ) -> frozenset[str]:
+        """One wave in one statement and one commit on ``connection`` (an asyncpg connection with no
+        transaction open): ``mark_ids`` claimed → sending (returns those that were still claimed),
+        ``sent`` as :meth:`record_sent_many` records them, and ``events`` (topic, key, shard,
+        payload) into the outbox, all or nothing."""
+        rows = await connection.fetch(
+            _COMMIT_WAVE,
+            now,
+            mark_ids,
+            [nid for nid, _ in sent],
+            [pid for _, pid in sent],
+            [e[0] for e in events],
+            [e[1] for e in events],
+            [e[2] for e in events],
+            [e[3] for e in events],
+            headers_json,
+        )
+        return frozenset(str(r[0]) for r in rows)
 
     async def mark_claimed(self, session: AsyncSession, notification_ids: list[str], now: datetime) -> None:
         if notification_ids:

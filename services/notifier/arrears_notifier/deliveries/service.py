@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -53,9 +54,10 @@ from arrears_notifier.templates.render import Renderer
 from arrears_shared.clock import Clock
 from arrears_shared.events.envelope import CloudEvent, new_event
 from arrears_shared.events.v1 import CaseEvent, DeliveryUpdated, NotificationRequested
-from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.messaging.outbox import Outbox, shard_of
 from arrears_shared.metrics import NOTIFICATIONS
 from arrears_shared.topics import DELIVERIES
+from arrears_shared.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 SOURCE = "arrears/notifier"
@@ -327,6 +329,25 @@ class DeliveryService:
         if waves is None or waves.loop is not loop:
             waves = self._waves[sessionmaker] = _Waves(self, sessionmaker, loop)
         return waves
+
+    async def commit_wave(self, driver: Any, mark_ids: list[str], sent: list[_Outcome]) -> frozenset[str]:
+        """A wave whose outcomes are all ``sent``, in one statement that is its own transaction on
+        ``driver`` (the asyncpg connection, no transaction open): the marks, the outcomes and their
+        delivery events, as :meth:`_Waves._commit` and :meth:`record_outcomes` would write them.
+        Returns the ids that were still claimed (now sending)."""
+        now = self.clock.now()
+        events = []
+        for o in sent:
+            event = self._event(o.row, now, "sent", None, o.provider_id)
+            events.append((DELIVERIES, event.subject, shard_of(event.subject), event.to_json()))
+        return await self.repo.commit_wave(
+            driver,
+            mark_ids,
+            [(o.row.notification_id, o.provider_id) for o in sent],
+            events,
+            orjson.dumps(trace_headers()).decode(),
+            now,
+        )
 
     async def record_outcomes(self, session: AsyncSession, outcomes: list[_Outcome]) -> None:
         """Record what the providers said for a wave of sends: the accepted ones in one statement
@@ -619,8 +640,10 @@ class _Waves:
             # next starts on a fresh check-out.
             try:
                 async with engine.connect() as connection:
+                    # The driver's (asyncpg's) connection under it, for the one-statement waves.
+                    driver = (await connection.get_raw_connection()).driver_connection
                     while self._handovers or self._outcomes:
-                        if not await self._wave(connection, *self._take()):
+                        if not await self._wave(connection, *self._take(), driver=driver):
                             break
             except Exception as exc:  # could not connect: that wave fails, the next tries again
                 handovers, outcomes = self._take()
@@ -632,11 +655,12 @@ class _Waves:
         connection: AsyncConnection | None,
         handovers: list[tuple[str, asyncio.Future[bool]]],
         outcomes: list[tuple[_Outcome, asyncio.Future[None]]],
+        driver: Any = None,
     ) -> bool:
         """Commit one wave and settle its futures; False if any of it failed."""
         try:
             try:
-                handed = await self._commit(handovers, outcomes, connection)
+                handed = await self._commit(handovers, outcomes, connection, driver)
                 ok = True
             except Exception:
                 ok = False
@@ -666,10 +690,14 @@ class _Waves:
         handovers: Sequence[tuple[str, asyncio.Future[bool]]],
         outcomes: Sequence[tuple[_Outcome, asyncio.Future[None]]],
         connection: AsyncConnection | None = None,
+        driver: Any = None,
     ) -> frozenset[str]:
         """Marks and outcomes in one transaction (on ``connection`` if given); the ids that were
-        still claimed."""
+        still claimed. With ``driver`` (``connection``'s asyncpg connection) a wave whose outcomes
+        are all ``sent`` (the usual case) is one statement (:meth:`DeliveryService.commit_wave`)."""
         self.transactions += 1
+        if driver is not None and all(o.status == "sent" for o, _ in outcomes):
+            return await self.service.commit_wave(driver, [nid for nid, _ in handovers], [o for o, _ in outcomes])
         handed: frozenset[str] = frozenset()
         session = self.sessionmaker() if connection is None else self.sessionmaker(bind=connection)
         async with session, session.begin():
