@@ -263,6 +263,7 @@ async def test_outside_contact_hours_defers_to_the_next_local_morning(
     await dispatch(service, sessionmaker)
     stored = await row(sessionmaker, req.notification_id)
     assert stored.status == "pending"
+    assert stored.attempts == 0  # claimed, held back: not an attempt
     assert stored.next_attempt_at == datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # 08:00 CEST
     updates = await reported(sessionmaker, req.notification_id)
     assert [u["status"] for u in updates] == ["deferred"]
@@ -285,6 +286,8 @@ async def test_cap_per_account_and_channel_over_rolling_seven_days(
     third = await row(sessionmaker, reqs[2].notification_id)
     first = await row(sessionmaker, reqs[0].notification_id)
     assert third.status == "pending"
+    assert third.attempts == 0
+    assert first.attempts == 1
     assert third.next_attempt_at == first.sent_at + timedelta(days=7)
     assert "per 7 days" in third.reason
     await service.channels["email"].close()
@@ -795,3 +798,74 @@ async def test_a_wave_of_marks_and_sent_outcomes_is_one_statement_all_or_nothing
     async with sessionmaker() as session:
         headers = (await session.execute(select(outbox.c.headers))).scalars().all()
     assert all(isinstance(h, dict) for h in headers)
+
+
+async def test_the_claim_reads_suppressions_by_the_address_hash_python_computes(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The claim statement looks suppressions up by PostgreSQL's hash of the address; where that is
+    not Python's (case mapping beyond ASCII), the list is asked again with Python's hash."""
+    zone = daytime_zone()
+    plain = new_request("email", recipient={"email": "Erika.Mustermann@Example.COM", "timezone": zone})
+    exotic = new_request("email", recipient={"email": "İnci@example.com", "timezone": zone})
+    texted = new_request("sms")
+    free = new_request("email")
+    suppressed = [plain, exotic, texted]
+    async with sessionmaker() as session, session.begin():
+        for req in suppressed:
+            channel = req.channel
+            address = str(req.recipient.email if channel == "email" else req.recipient.phone)
+            await service.repo.suppress(
+                session, channel, address_hash(channel, address), "unsubscribe link", service.clock.now()
+            )
+    for req in [*suppressed, free]:
+        await submit(service, sessionmaker, req)
+    asked: list[set[tuple[str, str]]] = []
+    suppressed_among = service.repo.suppressed_among
+
+    async def asking(session: AsyncSession, keys: Any) -> Any:
+        asked.append(set(keys))
+        return await suppressed_among(session, keys)
+
+    service.repo.suppressed_among = asking  # type: ignore[method-assign]
+    async with sessionmaker() as session, session.begin():
+        claimed = await service.claim(session, 1000)
+    assert [r.notification_id for r in claimed] == [free.notification_id]
+    assert claimed[0].address_hash == address_hash("email", str(free.recipient.email))
+    # Only the address PostgreSQL hashes otherwise was looked up again.
+    assert asked == [{("email", address_hash("email", "İnci@example.com"))}]
+    for req in suppressed:
+        stored = await row(sessionmaker, req.notification_id)
+        assert (stored.status, stored.reason, stored.attempts) == ("suppressed", "recipient opted out or bounced", 0)
+
+
+async def test_claims_share_one_held_connection_until_one_fails(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    dispatcher = Dispatcher(service, sessionmaker, concurrency=4, poll_seconds=0.05)
+    checkouts: list[object] = []
+
+    def counted(*_: object) -> None:
+        checkouts.append(_)
+
+    event.listen(engine.sync_engine.pool, "checkout", counted)
+    try:
+        for _ in range(3):
+            async with dispatcher._claim_session() as session, session.begin():
+                await service.claim(session, 10)
+        assert len(checkouts) == 1
+        with pytest.raises(RuntimeError):
+            async with dispatcher._claim_session() as session, session.begin():
+                raise RuntimeError("claim failed")
+        async with dispatcher._claim_session() as session, session.begin():
+            await service.claim(session, 10)
+        assert len(checkouts) == 2  # a fresh connection after the failure
+        requests = [new_request("sms") for _ in range(10)]
+        for req in requests:
+            await submit(service, sessionmaker, req)
+        await dispatcher.run(until_idle=True)
+        for req in requests:
+            assert (await row(sessionmaker, req.notification_id)).status == "sent"
+        assert dispatcher._claims is None  # given back when the run ends
+    finally:
+        event.remove(engine.sync_engine.pool, "checkout", counted)

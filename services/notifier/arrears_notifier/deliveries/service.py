@@ -29,11 +29,11 @@ import hashlib
 import hmac
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 from sqlalchemy import Row
@@ -48,7 +48,7 @@ from arrears_notifier.channels.base import (
     PermanentSendError,
     TransientSendError,
 )
-from arrears_notifier.deliveries.repository import DeliveryRepository
+from arrears_notifier.deliveries.repository import Claimed, DeliveryRepository
 from arrears_notifier.deliveries.rules import next_window_start
 from arrears_notifier.templates.render import Renderer
 from arrears_shared.clock import Clock
@@ -121,12 +121,27 @@ class ContactRules:
 @dataclass
 class _BatchContext:
     closed: dict[str, str]
-    suppressed: AbstractSet[tuple[str, str]]
+    suppressed: AbstractSet[tuple[str, str | None]]
     recent: dict[tuple[str, str], list[datetime]]
 
 
-def _address(row: Row[Any]) -> str:
+# A notification as the dispatcher claimed it, or as read from the table (recovery, callbacks).
+NotificationRow: TypeAlias = Row[Any] | Claimed
+
+
+async def _driver(session: AsyncSession) -> Any:
+    """The driver's (asyncpg's) connection under ``session``'s."""
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection
+
+
+def _address(row: NotificationRow) -> str:
     return str(row.recipient.get("email" if row.channel == "email" else "phone") or "")
+
+
+def _hash(row: NotificationRow) -> str | None:
+    address = _address(row)
+    return address_hash(row.channel, address) if address else None
 
 
 def address_hash(channel: str, address: str) -> str:
@@ -210,37 +225,49 @@ class DeliveryService:
 
     # ------------------------------------------------------------------ dispatch
 
-    async def claim(self, session: AsyncSession, limit: int) -> list[Row[Any]]:
+    async def claim(self, session: AsyncSession, limit: int) -> list[Claimed]:
         """Claim due notifications, apply the contact rules, and return the ones to send now (marked claimed:
         taken by this process, certainly not handed to a provider yet).
 
-        The rules' lookups (closed cases, suppressions, recent sends) run once per batch, not per row.
+        The claim is one statement on the session's connection (its own transaction unless the session
+        has one open) that also reads what the rules need (closed cases, suppressions, recent sends)
+        as it was before the claim. The rows the rules hold back are then deferred or suppressed in
+        the session (``attempts`` as it was): until that commits they are ``claimed``, never sent, and
+        a process that dies meanwhile leaves them to recovery like any other claimed row.
         """
         now = self.clock.now()
-        rows = await self.repo.claim_due(session, now, limit)
+        rows = await self.repo.claim_due(await _driver(session), now, limit)
         if not rows:
             return []
-        hashes = {(r.channel, address_hash(r.channel, _address(r))) for r in rows if _address(r)}
+        suppressed = {(r.channel, r.address_hash) for r in rows if r.suppressed}
+        # Where PostgreSQL hashed an address otherwise (lower() and btrim() differ from Python's
+        # lower() and strip() beyond ASCII), the suppression list is asked again with Python's hash.
+        again = {(r.channel, h) for r in rows if (h := _hash(r)) is not None and h != r.address_hash}
+        if again:
+            suppressed |= await self.repo.suppressed_among(session, again)
         context = _BatchContext(
-            closed=await self.repo.closed_among(session, {r.case_id for r in rows}),
-            suppressed=await self.repo.suppressed_among(session, hashes),
-            recent=await self.repo.recent_sends(session, {r.account_id for r in rows}, now),
+            closed={r.case_id: r.closed for r in rows if r.closed}, suppressed=suppressed, recent={}
         )
-        to_send = [row for row in rows if await self._allowed(session, row, now, context)]
-        await self.repo.mark_claimed(session, [r.notification_id for r in to_send], now)
+        to_send = []
+        for row in rows:
+            context.recent.setdefault((row.account_id, row.channel), list(row.recent))
+            if await self._allowed(session, row, now, context):
+                to_send.append(row)
         return to_send
 
-    async def _allowed(self, session: AsyncSession, row: Row[Any], now: datetime, context: _BatchContext) -> bool:
+    async def _allowed(self, session: AsyncSession, row: Claimed, now: datetime, context: _BatchContext) -> bool:
+        """Whether ``row`` (just claimed) may go now; if not, it is suppressed or deferred (pending again)."""
+        restore = {"attempts": row.attempts}  # a claim that sends nothing is not an attempt
         address = _address(row)
         closed = context.closed.get(row.case_id)
         if closed is not None and row.template not in self.rules.after_close_templates:
-            await self._finish(session, row, now, "suppressed", f"case {closed}")
+            await self._finish(session, row, now, "suppressed", f"case {closed}", **restore)
             return False
         if row.expires_at is not None and row.expires_at <= now:
-            await self._finish(session, row, now, "suppressed", "expired before it could be delivered")
+            await self._finish(session, row, now, "suppressed", "expired before it could be delivered", **restore)
             return False
         if not address or (row.channel, address_hash(row.channel, address)) in context.suppressed:
-            await self._finish(session, row, now, "suppressed", "recipient opted out or bounced")
+            await self._finish(session, row, now, "suppressed", "recipient opted out or bounced", **restore)
             return False
         opens = next_window_start(
             now, row.recipient["timezone"], self.rules.window_start_hour, self.rules.window_end_hour
@@ -257,11 +284,26 @@ class DeliveryService:
         sent.append(now)  # counts against the cap for the rest of this batch
         return True
 
-    async def _defer(self, session: AsyncSession, row: Row[Any], now: datetime, until: datetime, reason: str) -> None:
+    async def _defer(self, session: AsyncSession, row: Claimed, now: datetime, until: datetime, reason: str) -> None:
         if row.expires_at is not None and until >= row.expires_at:
-            await self._finish(session, row, now, "suppressed", f"would expire before it may be sent ({reason})")
+            await self._finish(
+                session,
+                row,
+                now,
+                "suppressed",
+                f"would expire before it may be sent ({reason})",
+                attempts=row.attempts,
+            )
             return
-        await self.repo.set(session, row.notification_id, now, next_attempt_at=until, reason=reason)
+        await self.repo.set(
+            session,
+            row.notification_id,
+            now,
+            status="pending",
+            attempts=row.attempts,
+            next_attempt_at=until,
+            reason=reason,
+        )
         if row.reason != reason:  # report a deferral once, not on every sweep
             await self._report(session, row, now, "deferred", reason)
 
@@ -271,7 +313,7 @@ class DeliveryService:
             slot = self._slots[channel] = asyncio.Semaphore(self.channels[channel].concurrency)
         return slot
 
-    async def deliver(self, row: Row[Any], sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    async def deliver(self, row: NotificationRow, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         """Send one claimed notification and record the outcome at once.
 
         The row becomes ``sending`` in a commit (shared with the sends handed over at the same
@@ -506,7 +548,7 @@ class DeliveryService:
         await self.repo.suppress(session, channel, hashed, "unsubscribe link", self.clock.now())
         return channel
 
-    def _message(self, row: Row[Any]) -> Message:
+    def _message(self, row: NotificationRow) -> Message:
         address = row.recipient["email"] if row.channel == "email" else row.recipient["phone"]
         token = self.signer.sign(row.channel, address_hash(row.channel, address))
         unsubscribe = f"{self.public_base_url}/v1/unsubscribe?token={token}"
@@ -522,15 +564,23 @@ class DeliveryService:
         return Message(row.notification_id, address, rendered.subject, rendered.text, rendered.html, headers)
 
     async def _finish(
-        self, session: AsyncSession, row: Row[Any], now: datetime, status: str, reason: str | None
+        self,
+        session: AsyncSession,
+        row: NotificationRow,
+        now: datetime,
+        status: str,
+        reason: str | None,
+        **values: Any,
     ) -> None:
-        await self.repo.set(session, row.notification_id, now, status=status, reason=reason, next_attempt_at=None)
+        await self.repo.set(
+            session, row.notification_id, now, status=status, reason=reason, next_attempt_at=None, **values
+        )
         await self._report(session, row, now, status, reason)
 
     async def _report(
         self,
         session: AsyncSession,
-        row: Row[Any],
+        row: NotificationRow,
         now: datetime,
         status: str,
         reason: str | None,
@@ -539,7 +589,7 @@ class DeliveryService:
         await self.outbox.add(session, DELIVERIES, self._event(row, now, status, reason, provider_id))
 
     def _event(
-        self, row: Row[Any], now: datetime, status: str, reason: str | None, provider_id: str | None
+        self, row: NotificationRow, now: datetime, status: str, reason: str | None, provider_id: str | None
     ) -> CloudEvent:
         # Every outcome passes here once (a deferral only when its reason changes). Counted when recorded;
         # a transaction that then rolls back is re-run and counted again, so the count can only run high.
@@ -561,7 +611,7 @@ class DeliveryService:
 
 @dataclass(frozen=True)
 class _Outcome:
-    row: Row[Any]
+    row: NotificationRow
     status: str  # sent | pending (retry at retry_at) | failed
     reason: str | None
     provider_id: str | None
@@ -760,6 +810,32 @@ class Dispatcher:
         self.on_commit = on_commit
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._claims: AsyncConnection | None = None  # held for the claims of a run
+
+    @contextlib.asynccontextmanager
+    async def _claim_session(self) -> AsyncIterator[AsyncSession]:
+        """A session for one claim, on a connection held from claim to claim (checked out of the
+        pool, with its pre-ping, once rather than per claim); after a failure, the next claim checks
+        out a fresh one."""
+        engine = getattr(self.sessionmaker, "kw", {}).get("bind")
+        if not isinstance(engine, AsyncEngine):
+            async with self.sessionmaker() as session:
+                yield session
+            return
+        if self._claims is None:
+            self._claims = await engine.connect()
+        try:
+            async with self.sessionmaker(bind=self._claims) as session:
+                yield session
+        except BaseException:
+            await self._release_claims()
+            raise
+
+    async def _release_claims(self) -> None:
+        connection, self._claims = self._claims, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -773,7 +849,7 @@ class Dispatcher:
             rows = await self.service.claim(session, self.concurrency * 4)
         sem = asyncio.Semaphore(self.concurrency)
 
-        async def one(row: Row[Any]) -> None:
+        async def one(row: NotificationRow) -> None:
             async with sem:
                 await self.service.deliver(row, self.sessionmaker)
 
@@ -798,7 +874,7 @@ class Dispatcher:
                         await self.service.recover(session, self.stale_after)
                 room = self.concurrency - len(inflight)
                 if room >= max(1, self.concurrency // 4):
-                    async with self.sessionmaker() as session, session.begin():
+                    async with self._claim_session() as session, session.begin():
                         rows = await self.service.claim(session, room)
                     claimed = len(rows)
                     for row in rows:
@@ -817,6 +893,7 @@ class Dispatcher:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+        await self._release_claims()
         if inflight:
             await asyncio.gather(*inflight, return_exceptions=True)
 
