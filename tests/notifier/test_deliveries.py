@@ -32,6 +32,7 @@ from arrears_notifier.channels.breaker import BreakingChannel, CircuitBreaker
 from arrears_notifier.channels.email import SmtpChannel, message_id
 from arrears_notifier.channels.segments import measure
 from arrears_notifier.channels.sms import TwilioSmsChannel
+from arrears_notifier.deliveries import service as service_module
 from arrears_notifier.deliveries.service import (
     ContactRules,
     DeliveryService,
@@ -685,6 +686,7 @@ async def test_back_to_back_waves_share_one_connection_and_each_commits(
     service: DeliveryService,
     sessionmaker: async_sessionmaker[AsyncSession],
     engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     requests = [new_request("sms") for _ in range(6)]
     for req in requests:
@@ -734,6 +736,9 @@ async def test_back_to_back_waves_share_one_connection_and_each_commits(
             )
         assert seen_by_others == ["sending"] * 6
         checkouts.clear()
+        # The next run of waves, soon after, goes on the same connection.
+        assert not await waves.handover("N-unknown")  # no such claimed row: refused, not an error
+        assert checkouts == []
 
         # A wave that fails gives its connection back; the next wave checks out a fresh one.
         async def broken(*_: Any) -> frozenset[str]:
@@ -743,8 +748,15 @@ async def test_back_to_back_waves_share_one_connection_and_each_commits(
         with pytest.raises(RuntimeError):
             await waves.handover("N-unknown")
         service.repo.commit_wave = commit_wave  # type: ignore[method-assign]
-        assert not await waves.handover("N-unknown")  # no such claimed row: refused, not an error
+        assert not await waves.handover("N-unknown")
+        assert len(checkouts) == 1
+        # After a pause longer than HOLD_IDLE_SECONDS, too.
+        monkeypatch.setattr(service_module, "HOLD_IDLE_SECONDS", 0.0)
+        await asyncio.sleep(0.01)
+        assert not await waves.handover("N-unknown")
         assert len(checkouts) == 2
+        await service.release(sessionmaker)  # a dispatcher that stops gives it back
+        assert waves._held is None
     finally:
         event.remove(engine.sync_engine.pool, "checkout", counted)
 

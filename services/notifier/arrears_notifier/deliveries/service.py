@@ -365,6 +365,12 @@ class DeliveryService:
                     status, reason = "failed", f"outcome unknown: {type(exc).__name__}; not resent"
         await waves.record(_Outcome(row, status, reason, provider_id, retry_at, hard_bounce))
 
+    async def release(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        """Give back the connection the group commit holds for ``sessionmaker`` (when a dispatcher stops)."""
+        waves = self._waves.get(sessionmaker)
+        if waves is not None and waves.loop is asyncio.get_running_loop():
+            await waves.release()
+
     def _waves_for(self, sessionmaker: async_sessionmaker[AsyncSession]) -> _Waves:
         loop = asyncio.get_running_loop()
         waves = self._waves.get(sessionmaker)
@@ -621,6 +627,19 @@ class _Outcome:
 
 # The most sends whose marks (or outcomes) go in one statement.
 MAX_WAVE = 256
+# How long the group commit keeps its connection between waves before it gives it back (and the
+# next wave checks one out again, pre-pinged).
+HOLD_IDLE_SECONDS = 5.0
+
+
+async def _checkout(engine: AsyncEngine) -> tuple[AsyncConnection, Any]:
+    """A connection from the pool, and the driver's (asyncpg's) connection under it."""
+    connection = await engine.connect()
+    try:
+        return connection, (await connection.get_raw_connection()).driver_connection
+    except BaseException:
+        await connection.close()
+        raise
 
 
 class _Waves:
@@ -634,8 +653,10 @@ class _Waves:
     item is queued (after one turn of the event loop, so that sends woken together share it);
     what arrives while it runs forms the next wave. So nothing waits for a timer, and under load
     round trips and commits are shared by many messages: one transaction for the marks of some
-    sends and the outcomes of others, rather than one for each kind. Back-to-back waves run on one
-    connection, checked out of the pool (and pre-pinged) once for the run rather than per wave.
+    sends and the outcomes of others, rather than one for each kind. A wave whose outcomes are all
+    ``sent`` is one statement (its own transaction: one round trip). Waves run on one connection,
+    checked out of the pool (and pre-pinged) once and kept while waves follow each other within
+    ``HOLD_IDLE_SECONDS``, rather than per wave or per run of waves.
     """
 
     def __init__(
@@ -650,6 +671,8 @@ class _Waves:
         self._handovers: list[tuple[str, asyncio.Future[bool]]] = []
         self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._held: tuple[AsyncConnection, Any] | None = None  # a connection and its driver's
+        self._idle_since = 0.0
         self.transactions = 0  # committed or attempted, for tests and profiling
 
     def _kick(self) -> None:
@@ -685,20 +708,38 @@ class _Waves:
             if not isinstance(engine, AsyncEngine):
                 await self._wave(None, *self._take())
                 continue
-            # One connection (one pool check-out with its pre-ping) for a run of waves, each its
-            # own transaction on it, for as long as items keep arriving; after a failed wave, the
-            # next starts on a fresh check-out.
-            try:
-                async with engine.connect() as connection:
-                    # The driver's (asyncpg's) connection under it, for the one-statement waves.
-                    driver = (await connection.get_raw_connection()).driver_connection
-                    while self._handovers or self._outcomes:
-                        if not await self._wave(connection, *self._take(), driver=driver):
-                            break
-            except Exception as exc:  # could not connect: that wave fails, the next tries again
-                handovers, outcomes = self._take()
-                _fail(handovers, exc)
-                _fail(outcomes, exc)
+            # One connection (one pool check-out with its pre-ping) for back-to-back waves, each its
+            # own transaction on it, kept for the next run of waves while they follow within
+            # HOLD_IDLE_SECONDS of each other; after a failed wave, or a longer pause, the next
+            # starts on a fresh check-out.
+            if self._held is not None and self.loop.time() - self._idle_since > HOLD_IDLE_SECONDS:
+                await self._drop()
+            if self._held is None:
+                try:
+                    self._held = await _checkout(engine)
+                except Exception as exc:  # could not connect: that wave fails, the next tries again
+                    handovers, outcomes = self._take()
+                    _fail(handovers, exc)
+                    _fail(outcomes, exc)
+                    continue
+            connection, driver = self._held
+            while self._handovers or self._outcomes:
+                if not await self._wave(connection, *self._take(), driver=driver):
+                    await self._drop()
+                    break
+            self._idle_since = self.loop.time()
+
+    async def release(self) -> None:
+        """Give the held connection back, once the waves queued so far are committed."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait([self._task])
+        await self._drop()
+
+    async def _drop(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await held[0].close()
 
     async def _wave(
         self,
@@ -854,6 +895,7 @@ class Dispatcher:
                 await self.service.deliver(row, self.sessionmaker)
 
         await asyncio.gather(*(one(r) for r in rows))
+        await self.service.release(self.sessionmaker)
         if callable(self.on_commit):
             self.on_commit()
         return len(rows)
@@ -896,6 +938,7 @@ class Dispatcher:
         await self._release_claims()
         if inflight:
             await asyncio.gather(*inflight, return_exceptions=True)
+        await self.service.release(self.sessionmaker)
 
     def _finished(self, inflight: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
