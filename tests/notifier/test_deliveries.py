@@ -881,3 +881,24 @@ async def test_claims_share_one_held_connection_until_one_fails(
         assert dispatcher._claims is None  # given back when the run ends
     finally:
         event.remove(engine.sync_engine.pool, "checkout", counted)
+
+
+@pytest.mark.parametrize("reason", [None, "provider reported failed (error 30006)", "zugestellt – später"])
+async def test_a_wave_writes_the_delivery_event_new_event_would(service: DeliveryService, reason: str | None) -> None:
+    req = new_request("sms")
+    notification = type(
+        "Notification",
+        (),
+        {
+            "notification_id": req.notification_id,
+            "case_id": req.case_id,
+            "account_id": req.account_id,
+            "channel": "sms",
+        },
+    )()
+    now = service.clock.now()
+    written = orjson.loads(service._event_json(notification, now, "sent", reason, "SM1"))
+    expected = orjson.loads(service._event(notification, now, "sent", reason, "SM1").to_json())
+    assert written.pop("id") != expected.pop("id")
+    assert list(written) == list(expected)
+    assert written == expected

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import logging
 import random
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ from arrears_notifier.deliveries.repository import Claimed, DeliveryRepository
 from arrears_notifier.deliveries.rules import next_window_start
 from arrears_notifier.templates.render import Renderer
 from arrears_shared.clock import Clock
-from arrears_shared.events.envelope import CloudEvent, new_event
+from arrears_shared.events.envelope import CloudEvent, event_json, new_event
 from arrears_shared.events.v1 import CaseEvent, DeliveryUpdated, NotificationRequested
 from arrears_shared.messaging.outbox import Outbox, shard_of
 from arrears_shared.metrics import NOTIFICATIONS
@@ -61,6 +62,7 @@ from arrears_shared.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 SOURCE = "arrears/notifier"
+DELIVERY_UPDATED = "collections.delivery.updated"
 # A send that has not recorded its outcome after this long belongs to a process that died
 # (the providers' own timeouts are far shorter).
 STALE_SENDING = timedelta(minutes=2)
@@ -386,8 +388,8 @@ class DeliveryService:
         now = self.clock.now()
         events = []
         for o in sent:
-            event = self._event(o.row, now, "sent", None, o.provider_id)
-            events.append((DELIVERIES, event.subject, shard_of(event.subject), event.to_json()))
+            key = o.row.account_id
+            events.append((DELIVERIES, key, shard_of(key), self._event_json(o.row, now, "sent", None, o.provider_id)))
         return await self.repo.commit_wave(
             driver,
             mark_ids,
@@ -597,10 +599,35 @@ class DeliveryService:
     def _event(
         self, row: NotificationRow, now: datetime, status: str, reason: str | None, provider_id: str | None
     ) -> CloudEvent:
+        return new_event(
+            type=DELIVERY_UPDATED,
+            source=SOURCE,
+            subject=row.account_id,
+            data=self._update(row, now, status, reason, provider_id),
+            time=now,
+        )
+
+    def _event_json(
+        self, row: NotificationRow, now: datetime, status: str, reason: str | None, provider_id: str | None
+    ) -> bytes:
+        """The bytes ``_event(...).to_json()`` gives (a new id), without building the envelope model."""
+        update = self._update(row, now, status, reason, provider_id)
+        return event_json(
+            type=DELIVERY_UPDATED,
+            source=SOURCE,
+            subject=row.account_id,
+            time=now,
+            id=str(uuid.uuid4()),
+            data_json=update.model_dump_json(exclude_none=True),
+        )
+
+    def _update(
+        self, row: NotificationRow, now: datetime, status: str, reason: str | None, provider_id: str | None
+    ) -> DeliveryUpdated:
         # Every outcome passes here once (a deferral only when its reason changes). Counted when recorded;
         # a transaction that then rolls back is re-run and counted again, so the count can only run high.
         _counter(row.channel, status).inc()
-        update = DeliveryUpdated(
+        return DeliveryUpdated(
             notification_id=row.notification_id,
             case_id=row.case_id,
             account_id=row.account_id,
@@ -609,9 +636,6 @@ class DeliveryService:
             reason=reason,
             provider_message_id=provider_id,
             at=now,
-        )
-        return new_event(
-            type="collections.delivery.updated", source=SOURCE, subject=row.account_id, data=update, time=now
         )
 
 
