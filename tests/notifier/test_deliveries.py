@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -31,12 +32,14 @@ from arrears_notifier.channels.breaker import BreakingChannel, CircuitBreaker
 from arrears_notifier.channels.email import SmtpChannel, message_id
 from arrears_notifier.channels.segments import measure
 from arrears_notifier.channels.sms import TwilioSmsChannel
+from arrears_notifier.deliveries import service as service_module
 from arrears_notifier.deliveries.service import (
     ContactRules,
     DeliveryService,
     Dispatcher,
     LinkSigner,
     StatusCallback,
+    _Outcome,
     address_hash,
 )
 from arrears_notifier.models import notifications, outbox, suppressions
@@ -261,6 +264,7 @@ async def test_outside_contact_hours_defers_to_the_next_local_morning(
     await dispatch(service, sessionmaker)
     stored = await row(sessionmaker, req.notification_id)
     assert stored.status == "pending"
+    assert stored.attempts == 0  # claimed, held back: not an attempt
     assert stored.next_attempt_at == datetime(2026, 3, 29, 6, 0, tzinfo=UTC)  # 08:00 CEST
     updates = await reported(sessionmaker, req.notification_id)
     assert [u["status"] for u in updates] == ["deferred"]
@@ -283,6 +287,8 @@ async def test_cap_per_account_and_channel_over_rolling_seven_days(
     third = await row(sessionmaker, reqs[2].notification_id)
     first = await row(sessionmaker, reqs[0].notification_id)
     assert third.status == "pending"
+    assert third.attempts == 0
+    assert first.attempts == 1
     assert third.next_attempt_at == first.sent_at + timedelta(days=7)
     assert "per 7 days" in third.reason
     await service.channels["email"].close()
@@ -551,8 +557,27 @@ async def test_concurrent_sends_share_the_sending_commit_and_the_outcome_commit(
         outcomes.append(len(sent))
         await record_many(session, sent, now)
 
+    commit_wave = service.repo.commit_wave
+    one_statement_waves: list[int] = []
+
+    async def counting_waves(
+        connection: Any,
+        mark_ids: list[str],
+        sent: list[tuple[str, str | None]],
+        events: list[tuple[str, str | None, int, bytes]],
+        headers_json: str,
+        now: datetime,
+    ) -> frozenset[str]:
+        one_statement_waves.append(len(mark_ids) + len(sent))
+        if mark_ids:
+            marks.append(len(mark_ids))
+        if sent:
+            outcomes.append(len(sent))
+        return await commit_wave(connection, mark_ids, sent, events, headers_json, now)
+
     service.repo.mark_sending_many = counting_marks  # type: ignore[method-assign]
     service.repo.record_sent_many = counting_outcomes  # type: ignore[method-assign]
+    service.repo.commit_wave = counting_waves  # type: ignore[method-assign]
     requests = [new_request("sms") for _ in range(24)]
     for req in requests:
         await submit(service, sessionmaker, req)
@@ -562,6 +587,7 @@ async def test_concurrent_sends_share_the_sending_commit_and_the_outcome_commit(
     assert max(marks) > 1  # sends handed over together shared one statement and one commit
     assert sum(outcomes) == 24
     assert max(outcomes) > 1
+    assert one_statement_waves  # all sent: those waves were each one statement
     for req in requests:
         stored = await row(sessionmaker, req.notification_id)
         assert stored.status == "sent"
@@ -660,6 +686,7 @@ async def test_back_to_back_waves_share_one_connection_and_each_commits(
     service: DeliveryService,
     sessionmaker: async_sessionmaker[AsyncSession],
     engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     requests = [new_request("sms") for _ in range(6)]
     for req in requests:
@@ -676,16 +703,17 @@ async def test_back_to_back_waves_share_one_connection_and_each_commits(
     try:
         gate = asyncio.Event()
         marking = asyncio.Event()
-        mark_many = service.repo.mark_sending_many
+        # Waves of marks only: each is one statement (``commit_wave``) on the shared connection.
+        commit_wave = service.repo.commit_wave
         seen_by_others: list[str] = []
 
-        async def slow_first_mark(session: AsyncSession, notification_ids: list[str], now: datetime) -> frozenset[str]:
+        async def slow_first_wave(connection: Any, mark_ids: list[str], *rest: Any) -> frozenset[str]:
             if not marking.is_set():
                 marking.set()
                 await gate.wait()
-            return await mark_many(session, notification_ids, now)
+            return await commit_wave(connection, mark_ids, *rest)
 
-        service.repo.mark_sending_many = slow_first_mark  # type: ignore[method-assign]
+        service.repo.commit_wave = slow_first_wave  # type: ignore[method-assign,assignment]
         waves = service._waves_for(sessionmaker)
         first = asyncio.ensure_future(waves.handover(requests[0].notification_id))
         await marking.wait()
@@ -708,16 +736,169 @@ async def test_back_to_back_waves_share_one_connection_and_each_commits(
             )
         assert seen_by_others == ["sending"] * 6
         checkouts.clear()
+        # The next run of waves, soon after, goes on the same connection.
+        assert not await waves.handover("N-unknown")  # no such claimed row: refused, not an error
+        assert checkouts == []
 
         # A wave that fails gives its connection back; the next wave checks out a fresh one.
-        async def broken(session: AsyncSession, notification_ids: list[str], now: datetime) -> frozenset[str]:
+        async def broken(*_: Any) -> frozenset[str]:
             raise RuntimeError("statement failed")
 
-        service.repo.mark_sending_many = broken  # type: ignore[method-assign]
+        service.repo.commit_wave = broken  # type: ignore[method-assign,assignment]
         with pytest.raises(RuntimeError):
             await waves.handover("N-unknown")
-        service.repo.mark_sending_many = mark_many  # type: ignore[method-assign]
-        assert not await waves.handover("N-unknown")  # no such claimed row: refused, not an error
+        service.repo.commit_wave = commit_wave  # type: ignore[method-assign]
+        assert not await waves.handover("N-unknown")
+        assert len(checkouts) == 1
+        # After a pause longer than HOLD_IDLE_SECONDS, too.
+        monkeypatch.setattr(service_module, "HOLD_IDLE_SECONDS", 0.0)
+        await asyncio.sleep(0.01)
+        assert not await waves.handover("N-unknown")
         assert len(checkouts) == 2
+        await service.release(sessionmaker)  # a dispatcher that stops gives it back
+        assert waves._held is None
     finally:
         event.remove(engine.sync_engine.pool, "checkout", counted)
+
+
+async def test_a_wave_of_marks_and_sent_outcomes_is_one_statement_all_or_nothing(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    """``commit_wave``: marks, outcomes and their delivery events in one statement on the driver's
+    connection, written as the transaction of ``mark_sending_many`` + ``record_outcomes`` would."""
+    requests = [new_request("sms") for _ in range(6)]
+    ids = [r.notification_id for r in requests]
+    for req in requests:
+        await submit(service, sessionmaker, req)
+    async with sessionmaker() as session, session.begin():
+        claimed = {r.notification_id: r for r in await service.claim(session, 1000)}
+        now = service.clock.now()
+        for nid in ids[2:5]:
+            await service.repo.mark_sending(session, nid, now)
+    async with sessionmaker() as session, session.begin():  # callbacks that overtook our record
+        await service.on_status_callback(session, StatusCallback(ids[3], None, "failed", None))
+        await service.on_status_callback(session, StatusCallback(ids[4], "SMcallback", "delivered", None))
+    sent = [_Outcome(claimed[nid], "sent", None, f"SM{i}", None, False) for i, nid in enumerate(ids) if 2 <= i < 5]
+    async with engine.connect() as connection:
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        handed = await service.commit_wave(driver, [ids[0], ids[1], "N-unknown"], sent)
+        assert handed == frozenset(ids[:2])
+        assert not driver.is_in_transaction()  # committed: its own transaction
+
+        # All or nothing: an outbox row that cannot be written leaves the marks and outcomes undone.
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await service.repo.commit_wave(
+                driver,
+                [ids[5]],
+                [(ids[2], "SMother")],
+                [(None, "k", 0, b"{}")],  # type: ignore[list-item]
+                "{}",
+                service.clock.now(),
+            )
+        assert not driver.is_in_transaction()
+    stored = {nid: await row(sessionmaker, nid) for nid in ids}
+    assert [stored[nid].status for nid in ids] == ["sending", "sending", "sent", "failed", "delivered", "claimed"]
+    assert stored[ids[0]].claimed_at is not None
+    assert stored[ids[2]].provider_message_id == "SM2"
+    assert stored[ids[2]].sent_at is not None and stored[ids[2]].reason is None
+    # A callback's later word stays; only the provider id and send time are filled in where missing.
+    assert stored[ids[3]].provider_message_id == "SM3"
+    assert stored[ids[3]].reason == "provider reported failed"
+    assert stored[ids[4]].provider_message_id == "SMcallback"
+    for nid in ids[2:5]:
+        assert "sent" in [u["status"] for u in await reported(sessionmaker, nid)]
+    async with sessionmaker() as session:
+        headers = (await session.execute(select(outbox.c.headers))).scalars().all()
+    assert all(isinstance(h, dict) for h in headers)
+
+
+async def test_the_claim_reads_suppressions_by_the_address_hash_python_computes(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The claim statement looks suppressions up by PostgreSQL's hash of the address; where that is
+    not Python's (case mapping beyond ASCII), the list is asked again with Python's hash."""
+    zone = daytime_zone()
+    plain = new_request("email", recipient={"email": "Erika.Mustermann@Example.COM", "timezone": zone})
+    exotic = new_request("email", recipient={"email": "İnci@example.com", "timezone": zone})
+    texted = new_request("sms")
+    free = new_request("email")
+    suppressed = [plain, exotic, texted]
+    async with sessionmaker() as session, session.begin():
+        for req in suppressed:
+            channel = req.channel
+            address = str(req.recipient.email if channel == "email" else req.recipient.phone)
+            await service.repo.suppress(
+                session, channel, address_hash(channel, address), "unsubscribe link", service.clock.now()
+            )
+    for req in [*suppressed, free]:
+        await submit(service, sessionmaker, req)
+    asked: list[set[tuple[str, str]]] = []
+    suppressed_among = service.repo.suppressed_among
+
+    async def asking(session: AsyncSession, keys: Any) -> Any:
+        asked.append(set(keys))
+        return await suppressed_among(session, keys)
+
+    service.repo.suppressed_among = asking  # type: ignore[method-assign]
+    async with sessionmaker() as session, session.begin():
+        claimed = await service.claim(session, 1000)
+    assert [r.notification_id for r in claimed] == [free.notification_id]
+    assert claimed[0].address_hash == address_hash("email", str(free.recipient.email))
+    # Only the address PostgreSQL hashes otherwise was looked up again.
+    assert asked == [{("email", address_hash("email", "İnci@example.com"))}]
+    for req in suppressed:
+        stored = await row(sessionmaker, req.notification_id)
+        assert (stored.status, stored.reason, stored.attempts) == ("suppressed", "recipient opted out or bounced", 0)
+
+
+async def test_claims_share_one_held_connection_until_one_fails(
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    dispatcher = Dispatcher(service, sessionmaker, concurrency=4, poll_seconds=0.05)
+    checkouts: list[object] = []
+
+    def counted(*_: object) -> None:
+        checkouts.append(_)
+
+    event.listen(engine.sync_engine.pool, "checkout", counted)
+    try:
+        for _ in range(3):
+            async with dispatcher._claim_session() as session, session.begin():
+                await service.claim(session, 10)
+        assert len(checkouts) == 1
+        with pytest.raises(RuntimeError):
+            async with dispatcher._claim_session() as session, session.begin():
+                raise RuntimeError("claim failed")
+        async with dispatcher._claim_session() as session, session.begin():
+            await service.claim(session, 10)
+        assert len(checkouts) == 2  # a fresh connection after the failure
+        requests = [new_request("sms") for _ in range(10)]
+        for req in requests:
+            await submit(service, sessionmaker, req)
+        await dispatcher.run(until_idle=True)
+        for req in requests:
+            assert (await row(sessionmaker, req.notification_id)).status == "sent"
+        assert dispatcher._claims is None  # given back when the run ends
+    finally:
+        event.remove(engine.sync_engine.pool, "checkout", counted)
+
+
+@pytest.mark.parametrize("reason", [None, "provider reported failed (error 30006)", "zugestellt – später"])
+async def test_a_wave_writes_the_delivery_event_new_event_would(service: DeliveryService, reason: str | None) -> None:
+    req = new_request("sms")
+    notification = type(
+        "Notification",
+        (),
+        {
+            "notification_id": req.notification_id,
+            "case_id": req.case_id,
+            "account_id": req.account_id,
+            "channel": "sms",
+        },
+    )()
+    now = service.clock.now()
+    written = orjson.loads(service._event_json(notification, now, "sent", reason, "SM1"))
+    expected = orjson.loads(service._event(notification, now, "sent", reason, "SM1").to_json())
+    assert written.pop("id") != expected.pop("id")
+    assert list(written) == list(expected)
+    assert written == expected

@@ -29,12 +29,14 @@ import hashlib
 import hmac
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
+import orjson
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -47,18 +49,20 @@ from arrears_notifier.channels.base import (
     PermanentSendError,
     TransientSendError,
 )
-from arrears_notifier.deliveries.repository import DeliveryRepository
+from arrears_notifier.deliveries.repository import Claimed, DeliveryRepository
 from arrears_notifier.deliveries.rules import next_window_start
 from arrears_notifier.templates.render import Renderer
 from arrears_shared.clock import Clock
-from arrears_shared.events.envelope import CloudEvent, new_event
+from arrears_shared.events.envelope import CloudEvent, event_json, new_event
 from arrears_shared.events.v1 import CaseEvent, DeliveryUpdated, NotificationRequested
-from arrears_shared.messaging.outbox import Outbox
+from arrears_shared.messaging.outbox import Outbox, shard_of
 from arrears_shared.metrics import NOTIFICATIONS
 from arrears_shared.topics import DELIVERIES
+from arrears_shared.tracing import trace_headers
 
 log = logging.getLogger(__name__)
 SOURCE = "arrears/notifier"
+DELIVERY_UPDATED = "collections.delivery.updated"
 # A send that has not recorded its outcome after this long belongs to a process that died
 # (the providers' own timeouts are far shorter).
 STALE_SENDING = timedelta(minutes=2)
@@ -119,12 +123,27 @@ class ContactRules:
 @dataclass
 class _BatchContext:
     closed: dict[str, str]
-    suppressed: AbstractSet[tuple[str, str]]
+    suppressed: AbstractSet[tuple[str, str | None]]
     recent: dict[tuple[str, str], list[datetime]]
 
 
-def _address(row: Row[Any]) -> str:
+# A notification as the dispatcher claimed it, or as read from the table (recovery, callbacks).
+NotificationRow: TypeAlias = Row[Any] | Claimed
+
+
+async def _driver(session: AsyncSession) -> Any:
+    """The driver's (asyncpg's) connection under ``session``'s."""
+    connection = await session.connection()
+    return (await connection.get_raw_connection()).driver_connection
+
+
+def _address(row: NotificationRow) -> str:
     return str(row.recipient.get("email" if row.channel == "email" else "phone") or "")
+
+
+def _hash(row: NotificationRow) -> str | None:
+    address = _address(row)
+    return address_hash(row.channel, address) if address else None
 
 
 def address_hash(channel: str, address: str) -> str:
@@ -208,37 +227,49 @@ class DeliveryService:
 
     # ------------------------------------------------------------------ dispatch
 
-    async def claim(self, session: AsyncSession, limit: int) -> list[Row[Any]]:
+    async def claim(self, session: AsyncSession, limit: int) -> list[Claimed]:
         """Claim due notifications, apply the contact rules, and return the ones to send now (marked claimed:
         taken by this process, certainly not handed to a provider yet).
 
-        The rules' lookups (closed cases, suppressions, recent sends) run once per batch, not per row.
+        The claim is one statement on the session's connection (its own transaction unless the session
+        has one open) that also reads what the rules need (closed cases, suppressions, recent sends)
+        as it was before the claim. The rows the rules hold back are then deferred or suppressed in
+        the session (``attempts`` as it was): until that commits they are ``claimed``, never sent, and
+        a process that dies meanwhile leaves them to recovery like any other claimed row.
         """
         now = self.clock.now()
-        rows = await self.repo.claim_due(session, now, limit)
+        rows = await self.repo.claim_due(await _driver(session), now, limit)
         if not rows:
             return []
-        hashes = {(r.channel, address_hash(r.channel, _address(r))) for r in rows if _address(r)}
+        suppressed = {(r.channel, r.address_hash) for r in rows if r.suppressed}
+        # Where PostgreSQL hashed an address otherwise (lower() and btrim() differ from Python's
+        # lower() and strip() beyond ASCII), the suppression list is asked again with Python's hash.
+        again = {(r.channel, h) for r in rows if (h := _hash(r)) is not None and h != r.address_hash}
+        if again:
+            suppressed |= await self.repo.suppressed_among(session, again)
         context = _BatchContext(
-            closed=await self.repo.closed_among(session, {r.case_id for r in rows}),
-            suppressed=await self.repo.suppressed_among(session, hashes),
-            recent=await self.repo.recent_sends(session, {r.account_id for r in rows}, now),
+            closed={r.case_id: r.closed for r in rows if r.closed}, suppressed=suppressed, recent={}
         )
-        to_send = [row for row in rows if await self._allowed(session, row, now, context)]
-        await self.repo.mark_claimed(session, [r.notification_id for r in to_send], now)
+        to_send = []
+        for row in rows:
+            context.recent.setdefault((row.account_id, row.channel), list(row.recent))
+            if await self._allowed(session, row, now, context):
+                to_send.append(row)
         return to_send
 
-    async def _allowed(self, session: AsyncSession, row: Row[Any], now: datetime, context: _BatchContext) -> bool:
+    async def _allowed(self, session: AsyncSession, row: Claimed, now: datetime, context: _BatchContext) -> bool:
+        """Whether ``row`` (just claimed) may go now; if not, it is suppressed or deferred (pending again)."""
+        restore = {"attempts": row.attempts}  # a claim that sends nothing is not an attempt
         address = _address(row)
         closed = context.closed.get(row.case_id)
         if closed is not None and row.template not in self.rules.after_close_templates:
-            await self._finish(session, row, now, "suppressed", f"case {closed}")
+            await self._finish(session, row, now, "suppressed", f"case {closed}", **restore)
             return False
         if row.expires_at is not None and row.expires_at <= now:
-            await self._finish(session, row, now, "suppressed", "expired before it could be delivered")
+            await self._finish(session, row, now, "suppressed", "expired before it could be delivered", **restore)
             return False
         if not address or (row.channel, address_hash(row.channel, address)) in context.suppressed:
-            await self._finish(session, row, now, "suppressed", "recipient opted out or bounced")
+            await self._finish(session, row, now, "suppressed", "recipient opted out or bounced", **restore)
             return False
         opens = next_window_start(
             now, row.recipient["timezone"], self.rules.window_start_hour, self.rules.window_end_hour
@@ -255,11 +286,26 @@ class DeliveryService:
         sent.append(now)  # counts against the cap for the rest of this batch
         return True
 
-    async def _defer(self, session: AsyncSession, row: Row[Any], now: datetime, until: datetime, reason: str) -> None:
+    async def _defer(self, session: AsyncSession, row: Claimed, now: datetime, until: datetime, reason: str) -> None:
         if row.expires_at is not None and until >= row.expires_at:
-            await self._finish(session, row, now, "suppressed", f"would expire before it may be sent ({reason})")
+            await self._finish(
+                session,
+                row,
+                now,
+                "suppressed",
+                f"would expire before it may be sent ({reason})",
+                attempts=row.attempts,
+            )
             return
-        await self.repo.set(session, row.notification_id, now, next_attempt_at=until, reason=reason)
+        await self.repo.set(
+            session,
+            row.notification_id,
+            now,
+            status="pending",
+            attempts=row.attempts,
+            next_attempt_at=until,
+            reason=reason,
+        )
         if row.reason != reason:  # report a deferral once, not on every sweep
             await self._report(session, row, now, "deferred", reason)
 
@@ -269,7 +315,7 @@ class DeliveryService:
             slot = self._slots[channel] = asyncio.Semaphore(self.channels[channel].concurrency)
         return slot
 
-    async def deliver(self, row: Row[Any], sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    async def deliver(self, row: NotificationRow, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         """Send one claimed notification and record the outcome at once.
 
         The row becomes ``sending`` in a commit (shared with the sends handed over at the same
@@ -321,12 +367,37 @@ class DeliveryService:
                     status, reason = "failed", f"outcome unknown: {type(exc).__name__}; not resent"
         await waves.record(_Outcome(row, status, reason, provider_id, retry_at, hard_bounce))
 
+    async def release(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        """Give back the connection the group commit holds for ``sessionmaker`` (when a dispatcher stops)."""
+        waves = self._waves.get(sessionmaker)
+        if waves is not None and waves.loop is asyncio.get_running_loop():
+            await waves.release()
+
     def _waves_for(self, sessionmaker: async_sessionmaker[AsyncSession]) -> _Waves:
         loop = asyncio.get_running_loop()
         waves = self._waves.get(sessionmaker)
         if waves is None or waves.loop is not loop:
             waves = self._waves[sessionmaker] = _Waves(self, sessionmaker, loop)
         return waves
+
+    async def commit_wave(self, driver: Any, mark_ids: list[str], sent: list[_Outcome]) -> frozenset[str]:
+        """A wave whose outcomes are all ``sent``, in one statement that is its own transaction on
+        ``driver`` (the asyncpg connection, no transaction open): the marks, the outcomes and their
+        delivery events, as :meth:`_Waves._commit` and :meth:`record_outcomes` would write them.
+        Returns the ids that were still claimed (now sending)."""
+        now = self.clock.now()
+        events = []
+        for o in sent:
+            key = o.row.account_id
+            events.append((DELIVERIES, key, shard_of(key), self._event_json(o.row, now, "sent", None, o.provider_id)))
+        return await self.repo.commit_wave(
+            driver,
+            mark_ids,
+            [(o.row.notification_id, o.provider_id) for o in sent],
+            events,
+            orjson.dumps(trace_headers()).decode(),
+            now,
+        )
 
     async def record_outcomes(self, session: AsyncSession, outcomes: list[_Outcome]) -> None:
         """Record what the providers said for a wave of sends: the accepted ones in one statement
@@ -485,7 +556,7 @@ class DeliveryService:
         await self.repo.suppress(session, channel, hashed, "unsubscribe link", self.clock.now())
         return channel
 
-    def _message(self, row: Row[Any]) -> Message:
+    def _message(self, row: NotificationRow) -> Message:
         address = row.recipient["email"] if row.channel == "email" else row.recipient["phone"]
         token = self.signer.sign(row.channel, address_hash(row.channel, address))
         unsubscribe = f"{self.public_base_url}/v1/unsubscribe?token={token}"
@@ -501,15 +572,23 @@ class DeliveryService:
         return Message(row.notification_id, address, rendered.subject, rendered.text, rendered.html, headers)
 
     async def _finish(
-        self, session: AsyncSession, row: Row[Any], now: datetime, status: str, reason: str | None
+        self,
+        session: AsyncSession,
+        row: NotificationRow,
+        now: datetime,
+        status: str,
+        reason: str | None,
+        **values: Any,
     ) -> None:
-        await self.repo.set(session, row.notification_id, now, status=status, reason=reason, next_attempt_at=None)
+        await self.repo.set(
+            session, row.notification_id, now, status=status, reason=reason, next_attempt_at=None, **values
+        )
         await self._report(session, row, now, status, reason)
 
     async def _report(
         self,
         session: AsyncSession,
-        row: Row[Any],
+        row: NotificationRow,
         now: datetime,
         status: str,
         reason: str | None,
@@ -518,12 +597,37 @@ class DeliveryService:
         await self.outbox.add(session, DELIVERIES, self._event(row, now, status, reason, provider_id))
 
     def _event(
-        self, row: Row[Any], now: datetime, status: str, reason: str | None, provider_id: str | None
+        self, row: NotificationRow, now: datetime, status: str, reason: str | None, provider_id: str | None
     ) -> CloudEvent:
+        return new_event(
+            type=DELIVERY_UPDATED,
+            source=SOURCE,
+            subject=row.account_id,
+            data=self._update(row, now, status, reason, provider_id),
+            time=now,
+        )
+
+    def _event_json(
+        self, row: NotificationRow, now: datetime, status: str, reason: str | None, provider_id: str | None
+    ) -> bytes:
+        """The bytes ``_event(...).to_json()`` gives (a new id), without building the envelope model."""
+        update = self._update(row, now, status, reason, provider_id)
+        return event_json(
+            type=DELIVERY_UPDATED,
+            source=SOURCE,
+            subject=row.account_id,
+            time=now,
+            id=str(uuid.uuid4()),
+            data_json=update.model_dump_json(exclude_none=True),
+        )
+
+    def _update(
+        self, row: NotificationRow, now: datetime, status: str, reason: str | None, provider_id: str | None
+    ) -> DeliveryUpdated:
         # Every outcome passes here once (a deferral only when its reason changes). Counted when recorded;
         # a transaction that then rolls back is re-run and counted again, so the count can only run high.
         _counter(row.channel, status).inc()
-        update = DeliveryUpdated(
+        return DeliveryUpdated(
             notification_id=row.notification_id,
             case_id=row.case_id,
             account_id=row.account_id,
@@ -533,14 +637,11 @@ class DeliveryService:
             provider_message_id=provider_id,
             at=now,
         )
-        return new_event(
-            type="collections.delivery.updated", source=SOURCE, subject=row.account_id, data=update, time=now
-        )
 
 
 @dataclass(frozen=True)
 class _Outcome:
-    row: Row[Any]
+    row: NotificationRow
     status: str  # sent | pending (retry at retry_at) | failed
     reason: str | None
     provider_id: str | None
@@ -550,6 +651,19 @@ class _Outcome:
 
 # The most sends whose marks (or outcomes) go in one statement.
 MAX_WAVE = 256
+# How long the group commit keeps its connection between waves before it gives it back (and the
+# next wave checks one out again, pre-pinged).
+HOLD_IDLE_SECONDS = 5.0
+
+
+async def _checkout(engine: AsyncEngine) -> tuple[AsyncConnection, Any]:
+    """A connection from the pool, and the driver's (asyncpg's) connection under it."""
+    connection = await engine.connect()
+    try:
+        return connection, (await connection.get_raw_connection()).driver_connection
+    except BaseException:
+        await connection.close()
+        raise
 
 
 class _Waves:
@@ -563,8 +677,10 @@ class _Waves:
     item is queued (after one turn of the event loop, so that sends woken together share it);
     what arrives while it runs forms the next wave. So nothing waits for a timer, and under load
     round trips and commits are shared by many messages: one transaction for the marks of some
-    sends and the outcomes of others, rather than one for each kind. Back-to-back waves run on one
-    connection, checked out of the pool (and pre-pinged) once for the run rather than per wave.
+    sends and the outcomes of others, rather than one for each kind. A wave whose outcomes are all
+    ``sent`` is one statement (its own transaction: one round trip). Waves run on one connection,
+    checked out of the pool (and pre-pinged) once and kept while waves follow each other within
+    ``HOLD_IDLE_SECONDS``, rather than per wave or per run of waves.
     """
 
     def __init__(
@@ -579,6 +695,8 @@ class _Waves:
         self._handovers: list[tuple[str, asyncio.Future[bool]]] = []
         self._outcomes: list[tuple[_Outcome, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._held: tuple[AsyncConnection, Any] | None = None  # a connection and its driver's
+        self._idle_since = 0.0
         self.transactions = 0  # committed or attempted, for tests and profiling
 
     def _kick(self) -> None:
@@ -614,29 +732,50 @@ class _Waves:
             if not isinstance(engine, AsyncEngine):
                 await self._wave(None, *self._take())
                 continue
-            # One connection (one pool check-out with its pre-ping) for a run of waves, each its
-            # own transaction on it, for as long as items keep arriving; after a failed wave, the
-            # next starts on a fresh check-out.
-            try:
-                async with engine.connect() as connection:
-                    while self._handovers or self._outcomes:
-                        if not await self._wave(connection, *self._take()):
-                            break
-            except Exception as exc:  # could not connect: that wave fails, the next tries again
-                handovers, outcomes = self._take()
-                _fail(handovers, exc)
-                _fail(outcomes, exc)
+            # One connection (one pool check-out with its pre-ping) for back-to-back waves, each its
+            # own transaction on it, kept for the next run of waves while they follow within
+            # HOLD_IDLE_SECONDS of each other; after a failed wave, or a longer pause, the next
+            # starts on a fresh check-out.
+            if self._held is not None and self.loop.time() - self._idle_since > HOLD_IDLE_SECONDS:
+                await self._drop()
+            if self._held is None:
+                try:
+                    self._held = await _checkout(engine)
+                except Exception as exc:  # could not connect: that wave fails, the next tries again
+                    handovers, outcomes = self._take()
+                    _fail(handovers, exc)
+                    _fail(outcomes, exc)
+                    continue
+            connection, driver = self._held
+            while self._handovers or self._outcomes:
+                if not await self._wave(connection, *self._take(), driver=driver):
+                    await self._drop()
+                    break
+            self._idle_since = self.loop.time()
+
+    async def release(self) -> None:
+        """Give the held connection back, once the waves queued so far are committed."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait([self._task])
+        await self._drop()
+
+    async def _drop(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            with contextlib.suppress(Exception):
+                await held[0].close()
 
     async def _wave(
         self,
         connection: AsyncConnection | None,
         handovers: list[tuple[str, asyncio.Future[bool]]],
         outcomes: list[tuple[_Outcome, asyncio.Future[None]]],
+        driver: Any = None,
     ) -> bool:
         """Commit one wave and settle its futures; False if any of it failed."""
         try:
             try:
-                handed = await self._commit(handovers, outcomes, connection)
+                handed = await self._commit(handovers, outcomes, connection, driver)
                 ok = True
             except Exception:
                 ok = False
@@ -666,10 +805,14 @@ class _Waves:
         handovers: Sequence[tuple[str, asyncio.Future[bool]]],
         outcomes: Sequence[tuple[_Outcome, asyncio.Future[None]]],
         connection: AsyncConnection | None = None,
+        driver: Any = None,
     ) -> frozenset[str]:
         """Marks and outcomes in one transaction (on ``connection`` if given); the ids that were
-        still claimed."""
+        still claimed. With ``driver`` (``connection``'s asyncpg connection) a wave whose outcomes
+        are all ``sent`` (the usual case) is one statement (:meth:`DeliveryService.commit_wave`)."""
         self.transactions += 1
+        if driver is not None and all(o.status == "sent" for o, _ in outcomes):
+            return await self.service.commit_wave(driver, [nid for nid, _ in handovers], [o for o, _ in outcomes])
         handed: frozenset[str] = frozenset()
         session = self.sessionmaker() if connection is None else self.sessionmaker(bind=connection)
         async with session, session.begin():
@@ -732,6 +875,32 @@ class Dispatcher:
         self.on_commit = on_commit
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._claims: AsyncConnection | None = None  # held for the claims of a run
+
+    @contextlib.asynccontextmanager
+    async def _claim_session(self) -> AsyncIterator[AsyncSession]:
+        """A session for one claim, on a connection held from claim to claim (checked out of the
+        pool, with its pre-ping, once rather than per claim); after a failure, the next claim checks
+        out a fresh one."""
+        engine = getattr(self.sessionmaker, "kw", {}).get("bind")
+        if not isinstance(engine, AsyncEngine):
+            async with self.sessionmaker() as session:
+                yield session
+            return
+        if self._claims is None:
+            self._claims = await engine.connect()
+        try:
+            async with self.sessionmaker(bind=self._claims) as session:
+                yield session
+        except BaseException:
+            await self._release_claims()
+            raise
+
+    async def _release_claims(self) -> None:
+        connection, self._claims = self._claims, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -745,11 +914,12 @@ class Dispatcher:
             rows = await self.service.claim(session, self.concurrency * 4)
         sem = asyncio.Semaphore(self.concurrency)
 
-        async def one(row: Row[Any]) -> None:
+        async def one(row: NotificationRow) -> None:
             async with sem:
                 await self.service.deliver(row, self.sessionmaker)
 
         await asyncio.gather(*(one(r) for r in rows))
+        await self.service.release(self.sessionmaker)
         if callable(self.on_commit):
             self.on_commit()
         return len(rows)
@@ -770,7 +940,7 @@ class Dispatcher:
                         await self.service.recover(session, self.stale_after)
                 room = self.concurrency - len(inflight)
                 if room >= max(1, self.concurrency // 4):
-                    async with self.sessionmaker() as session, session.begin():
+                    async with self._claim_session() as session, session.begin():
                         rows = await self.service.claim(session, room)
                     claimed = len(rows)
                     for row in rows:
@@ -789,8 +959,10 @@ class Dispatcher:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+        await self._release_claims()
         if inflight:
             await asyncio.gather(*inflight, return_exceptions=True)
+        await self.service.release(self.sessionmaker)
 
     def _finished(self, inflight: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
