@@ -314,15 +314,22 @@ async def http_path(bootstrap: str, port: int, n: int, concurrency: int) -> tupl
 
 
 class Ingest:
-    """The ingest processes under test: one running everything, or N workers and one API process."""
+    """The ingest processes under test: one running everything, or N workers and one API process; with
+    ``relay_process``, those run no outbox relay and one ``role=relay`` process publishes the outbox."""
 
-    def __init__(self, env: dict[str, str], api_port: int, replicas: int, logs: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], api_port: int, replicas: int, logs: Path, *, relay_process: bool = False
+    ) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes], int]] = []
         logs.mkdir(parents=True, exist_ok=True)
         roles = [("all", api_port)] if replicas == 0 else [("api", api_port)]
         roles += [("worker", free_port()) for _ in range(replicas)]
+        if relay_process:
+            roles += [("relay", free_port())]
         for n, (role, port) in enumerate(roles):
             proc_env = {**env, "ARREARS_ROLE": role, "ARREARS_INGEST_PORT": str(port)}
+            if relay_process and role != "relay":
+                proc_env["ARREARS_OUTBOX_RELAY"] = "false"
             proc = subprocess.Popen(
                 [sys.executable, "-m", "arrears_ingest.main", "serve"],
                 env=proc_env,
@@ -345,11 +352,15 @@ class Ingest:
 
     def cpu(self) -> float:
         """CPU seconds (user + system) of all ingest processes so far."""
-        total = 0.0
-        for _, proc, _ in self.procs:
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds (user + system) of each ingest process so far, by ``ingest/N-ROLE``."""
+        out = {}
+        for n, (role, proc, _) in enumerate(self.procs):
             t = psutil.Process(proc.pid).cpu_times()
-            total += t.user + t.system
-        return total
+            out[f"ingest/{n}-{role}"] = t.user + t.system
+        return out
 
     def stop(self) -> None:
         for _, proc, _ in self.procs:
@@ -363,15 +374,18 @@ class CpuMeter:
         self.ingest, self.broker, self.postgres = ingest, broker, postgres
 
     def read(self) -> dict[str, float]:
-        out = {"ingest": self.ingest.cpu(), "broker": tree_cpu(self.broker), "bench": time.process_time()}
+        by_process = self.ingest.cpu_by_process()
+        out = {"ingest": sum(by_process.values()), "broker": tree_cpu(self.broker), "bench": time.process_time()}
         if self.postgres is not None:
             out["postgres"] = tree_cpu(self.postgres)
+        if len(by_process) > 1:  # each ingest process too (not counted again in the total)
+            out.update(by_process)
         return out
 
     @staticmethod
     def report(before: dict[str, float], after: dict[str, float], events: int, wall: float) -> str:
         parts = [f"{name} {(after[name] - before[name]) / events * 1e6:.0f}" for name in after]
-        total = sum(after[name] - before[name] for name in after)
+        total = sum(after[name] - before[name] for name in after if "/" not in name)
         return (
             f"CPU per event (µs): {', '.join(parts)}; all {total / events * 1e6:.0f} "
             f"({total / wall:.2f} cores busy on average)"
@@ -389,6 +403,11 @@ def main() -> None:
         default=0,
         help="0: one ingest process running everything (the default settings); N: N `role=worker` ingest "
         "processes (their inbound consumers split the partitions) and one `role=api` process for HTTP",
+    )
+    parser.add_argument(
+        "--relay-process",
+        action="store_true",
+        help="run the outbox relay in its own `role=relay` ingest process; the others get ARREARS_OUTBOX_RELAY=false",
     )
     parser.add_argument(
         "--set",
@@ -429,7 +448,7 @@ def main() -> None:
             db_url = with_database(admin, name)
             env = service_env(db_url, ports, settings)
             subprocess.run([sys.executable, "-m", "arrears_ingest.main", "migrate"], env=env, check=True)
-            ingest = Ingest(env, ports.ingest, args.replicas, var / "log")
+            ingest = Ingest(env, ports.ingest, args.replicas, var / "log", relay_process=args.relay_process)
             ingest.wait_ready()
             members = consumers_per_process * max(args.replicas, 1)
             stable = asyncio.run(wait_for_group(bootstrap, "arrears-ingest", members))

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # is freed by reference counting anyway, so collecting rarely costs little memory.
 GC_THRESHOLD = (50_000, 20, 20)
 
+RELAY_LOOP = "outbox-relay"
+
 
 def tune_gc() -> None:
     """Collect cyclic garbage rarely, and never rescan what was loaded at start-up (``gc.freeze``)."""
@@ -91,7 +93,9 @@ class Runtime:
         self.producer_ready = asyncio.Event()
         self._loops: list[_Loop] = []
         self._stopping = False
-        self.add_loop("outbox-relay", self._run_relay, self.relay.stop)
+        # With ARREARS_OUTBOX_RELAY=false the loop only starts the producer (readiness reports the broker
+        # through it) and waits for the stop: a role=relay process publishes this outbox.
+        self.add_loop(RELAY_LOOP, self._run_relay, self.relay.stop)
 
     # ------------------------------------------------------------------ composition
 
@@ -106,10 +110,10 @@ class Runtime:
     ) -> None:
         """Consume ``topics`` as ``group_id`` through ``router`` (the consumer is built in :meth:`start`).
 
-        Skipped when the process runs as ``role=api``. ``one_transaction_per_poll``: see
+        Skipped when the process runs as ``role=api`` or ``role=relay``. ``one_transaction_per_poll``: see
         :class:`BatchConsumer`.
         """
-        if self.settings.role == "api":
+        if self.settings.role in ("api", "relay"):
             return
 
         def committed() -> None:
@@ -146,8 +150,8 @@ class Runtime:
     def add_loop(self, name: str, run: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]) -> None:
         """Run a background loop with the process. With ``role=api`` only the outbox relay runs: the API's own
         writes still reach Kafka (the relay is safe in any number of replicas), while consumers and timers stay
-        in the worker Deployment."""
-        if self.settings.role == "api" and name != "outbox-relay":
+        in the worker Deployment. ``role=relay`` runs nothing else either (and serves no API)."""
+        if self.settings.role in ("api", "relay") and name != RELAY_LOOP:
             return
         self._loops.append(_Loop(name, run, stop))
 
@@ -171,7 +175,10 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
         self.producer_ready.set()
-        await self.relay.run()
+        if self.settings.outbox_relay:
+            await self.relay.run()
+        else:
+            await self.relay.stopped()
 
     def _supervise(self, loop: _Loop) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
@@ -194,8 +201,8 @@ class Runtime:
     async def stop(self, timeout: float = 20.0) -> None:
         """Finish in-flight work: consumers commit what they applied, then the outbox is flushed."""
         self._stopping = True
-        consumers = [lp for lp in self._loops if lp.name != "outbox-relay"]
-        relay = [lp for lp in self._loops if lp.name == "outbox-relay"]
+        consumers = [lp for lp in self._loops if lp.name != RELAY_LOOP]
+        relay = [lp for lp in self._loops if lp.name == RELAY_LOOP]
         for group in (consumers, relay):
             for lp in group:
                 lp.stop()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,12 +57,20 @@ class CommonSettings(BaseSettings):
         default=None, description="Development and tests only: a file holding a clock offset in seconds."
     )
     outbox_poll_seconds: float = Field(default=0.2, gt=0, description="Outbox relay's idle poll interval.")
-    role: Literal["all", "api", "worker"] = Field(
+    outbox_relay: bool = Field(
+        default=True,
+        description=(
+            "Run the outbox relay in this process. Turn off only where a role=relay process of the same service"
+            " publishes the outbox, so the consumers and the relay use different cores."
+        ),
+    )
+    role: Literal["all", "api", "worker", "relay"] = Field(
         default="all",
         description=(
             "What this process runs: all (HTTP API, consumers and background loops), api (HTTP API and the outbox"
-            " relay only, so it can scale on CPU) or worker (consumers, background loops and the relay; case_manager's"
-            " worker serves only probes and metrics over HTTP)."
+            " relay only, so it can scale on CPU), worker (consumers, background loops and the relay; case_manager's"
+            " worker serves only probes and metrics over HTTP) or relay (the outbox relay only, with probes and"
+            " metrics over HTTP)."
         ),
     )
 
@@ -70,3 +78,9 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _async_url(cls, value: str) -> str:
         return async_database_url(value)
+
+    @model_validator(mode="after")
+    def _relay_role_relays(self) -> CommonSettings:
+        if self.role == "relay" and not self.outbox_relay:
+            raise ValueError("role=relay runs only the outbox relay: it cannot have ARREARS_OUTBOX_RELAY=false")
+        return self

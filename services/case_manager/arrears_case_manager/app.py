@@ -46,6 +46,6 @@ def create_app(settings: CaseSettings, runtime: Runtime | None = None) -> FastAP
     app.state.key_service = KeyService()
     install_problem_handlers(app)
     install_operational_routes(app, runtime.readiness)
-    if settings.role != "worker":  # the worker Deployment serves probes and metrics only
+    if settings.role not in ("worker", "relay"):  # the worker and relay serve probes and metrics only
         app.include_router(case_endpoints.router)
     return app

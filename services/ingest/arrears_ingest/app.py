@@ -37,7 +37,7 @@ def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> Fast
             after_commit=runtime.relay.wake,
         )
 
-    if settings.role != "api":
+    if settings.role not in ("api", "relay"):
         runtime.consumer_groups["arrears-ingest"] = [INBOUND]
     for n in range(settings.inbound_consumers):
         loop = InboundLoop(inbound)
@@ -53,8 +53,9 @@ def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> Fast
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_problem_handlers(app)
     install_operational_routes(app, runtime.readiness)
-    app.include_router(event_endpoints.router)
-    app.include_router(document_endpoints.router)
+    if settings.role != "relay":  # a relay-only process serves probes and metrics only
+        app.include_router(event_endpoints.router)
+        app.include_router(document_endpoints.router)
 
     def openapi() -> dict[str, object]:
         if app.openapi_schema is None:

@@ -103,6 +103,7 @@ def create_app(settings: NotifierSettings, runtime: Runtime | None = None) -> Fa
     app.state.template_service = TemplateService(renderer)
     install_problem_handlers(app)
     install_operational_routes(app, runtime.readiness)
-    app.include_router(templates_router)
-    app.include_router(webhooks_router)
+    if settings.role != "relay":  # a relay-only process serves probes and metrics only
+        app.include_router(templates_router)
+        app.include_router(webhooks_router)
     return app

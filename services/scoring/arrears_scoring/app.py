@@ -91,5 +91,6 @@ def create_app(settings: ScoringSettings, runtime: Runtime | None = None) -> Fas
     app.state.reager = reager
     install_problem_handlers(app)
     install_operational_routes(app, runtime.readiness)
-    app.include_router(account_endpoints.router)
+    if settings.role != "relay":  # a relay-only process serves probes and metrics only
+        app.include_router(account_endpoints.router)
     return app

@@ -227,6 +227,10 @@ class OutboxRelay:
         self._stopping.set()
         self.wake()
 
+    async def stopped(self) -> None:
+        """Return once :meth:`stop` was called (for a process whose outbox another process relays)."""
+        await self._stopping.wait()
+
     async def relay_once(self) -> int:
         async with self.sessionmaker() as session, session.begin():
             if self.parallel > 1:
