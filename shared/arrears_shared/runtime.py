@@ -129,23 +129,22 @@ class Runtime:
         return [f"consumer:{group_id}" + (f":{n}" if n else "") for n in range(self.settings.kafka_consumers)]
 
     def _build_consumers(self) -> None:
-        for (group_id, topics, router, committed, per_poll), name in (
-            (spec, name) for spec in self._consumer_specs for name in self._consumer_loop_names(spec[0])
-        ):
-            consumer = BatchConsumer(
-                consumer=make_consumer(self.settings, group_id, topics, client_id=f"arrears-{self.service}"),
-                group_id=group_id,
-                sessionmaker=self.sessionmaker,
-                inbox=self.inbox_table,
-                outbox=self.outbox,
-                router=router,
-                max_retries=self.settings.kafka_max_retries,
-                batch_size=self.settings.kafka_consumer_batch,
-                after_commit=committed,
-                one_transaction_per_poll=per_poll,
-            )
-            self.consumers.append(consumer)
-            self.add_loop(name, consumer.run, consumer.stop)
+        for group_id, topics, router, committed, per_poll in self._consumer_specs:
+            for name in self._consumer_loop_names(group_id):
+                consumer = BatchConsumer(
+                    consumer=make_consumer(self.settings, group_id, topics, client_id=f"arrears-{self.service}"),
+                    group_id=group_id,
+                    sessionmaker=self.sessionmaker,
+                    inbox=self.inbox_table,
+                    outbox=self.outbox,
+                    router=router,
+                    max_retries=self.settings.kafka_max_retries,
+                    batch_size=self.settings.kafka_consumer_batch,
+                    after_commit=committed,
+                    one_transaction_per_poll=per_poll,
+                )
+                self.consumers.append(consumer)
+                self.add_loop(name, consumer.run, consumer.stop)
 
     def add_loop(self, name: str, run: Callable[[], Coroutine[Any, Any, None]], stop: Callable[[], None]) -> None:
         """Run a background loop with the process. With ``role=api`` only the outbox relay runs: the API's own
