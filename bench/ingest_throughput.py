@@ -350,10 +350,6 @@ class Ingest:
                     pass
                 time.sleep(0.2)
 
-    def cpu(self) -> float:
-        """CPU seconds (user + system) of all ingest processes so far."""
-        return sum(self.cpu_by_process().values())
-
     def cpu_by_process(self) -> dict[str, float]:
         """CPU seconds (user + system) of each ingest process so far, by ``ingest/N-ROLE``."""
         out = {}
