@@ -112,6 +112,19 @@ async def service(
         await channel.close()
 
 
+@pytest.fixture
+def checkouts(engine: AsyncEngine) -> Iterator[list[object]]:
+    """The connections checked out of ``engine``'s pool during the test."""
+    seen: list[object] = []
+
+    def counted(*args: object) -> None:
+        seen.append(args)
+
+    event.listen(engine.sync_engine.pool, "checkout", counted)
+    yield seen
+    event.remove(engine.sync_engine.pool, "checkout", counted)
+
+
 def variables() -> dict[str, Any]:
     return {
         "customer_name": "Erika Mustermann",
@@ -561,23 +574,18 @@ async def test_concurrent_sends_share_the_sending_commit_and_the_outcome_commit(
     one_statement_waves: list[int] = []
 
     async def counting_waves(
-        connection: Any,
-        mark_ids: list[str],
-        sent: list[tuple[str, str | None]],
-        events: list[tuple[str, str | None, int, bytes]],
-        headers_json: str,
-        now: datetime,
+        connection: Any, mark_ids: list[str], sent: list[tuple[str, str | None]], *rest: Any
     ) -> frozenset[str]:
         one_statement_waves.append(len(mark_ids) + len(sent))
         if mark_ids:
             marks.append(len(mark_ids))
         if sent:
             outcomes.append(len(sent))
-        return await commit_wave(connection, mark_ids, sent, events, headers_json, now)
+        return await commit_wave(connection, mark_ids, sent, *rest)
 
     service.repo.mark_sending_many = counting_marks  # type: ignore[method-assign]
     service.repo.record_sent_many = counting_outcomes  # type: ignore[method-assign]
-    service.repo.commit_wave = counting_waves  # type: ignore[method-assign]
+    service.repo.commit_wave = counting_waves  # type: ignore[method-assign,assignment]
     requests = [new_request("sms") for _ in range(24)]
     for req in requests:
         await submit(service, sessionmaker, req)
@@ -685,7 +693,7 @@ async def test_the_mail_lookup_is_never_taken_for_an_answer_it_did_not_give(sms:
 async def test_back_to_back_waves_share_one_connection_and_each_commits(
     service: DeliveryService,
     sessionmaker: async_sessionmaker[AsyncSession],
-    engine: AsyncEngine,
+    checkouts: list[object],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     requests = [new_request("sms") for _ in range(6)]
@@ -694,71 +702,62 @@ async def test_back_to_back_waves_share_one_connection_and_each_commits(
     async with sessionmaker() as session, session.begin():
         claimed = await service.claim(session, 10)
     assert {r.notification_id for r in claimed} == {r.notification_id for r in requests}
-    checkouts: list[object] = []
+    checkouts.clear()  # counted from here
+    gate = asyncio.Event()
+    marking = asyncio.Event()
+    # Waves of marks only: each is one statement (``commit_wave``) on the shared connection.
+    commit_wave = service.repo.commit_wave
 
-    def counted(*_: object) -> None:
-        checkouts.append(_)
+    async def slow_first_wave(connection: Any, mark_ids: list[str], *rest: Any) -> frozenset[str]:
+        if not marking.is_set():
+            marking.set()
+            await gate.wait()
+        return await commit_wave(connection, mark_ids, *rest)
 
-    event.listen(engine.sync_engine.pool, "checkout", counted)
-    try:
-        gate = asyncio.Event()
-        marking = asyncio.Event()
-        # Waves of marks only: each is one statement (``commit_wave``) on the shared connection.
-        commit_wave = service.repo.commit_wave
-        seen_by_others: list[str] = []
-
-        async def slow_first_wave(connection: Any, mark_ids: list[str], *rest: Any) -> frozenset[str]:
-            if not marking.is_set():
-                marking.set()
-                await gate.wait()
-            return await commit_wave(connection, mark_ids, *rest)
-
-        service.repo.commit_wave = slow_first_wave  # type: ignore[method-assign,assignment]
-        waves = service._waves_for(sessionmaker)
-        first = asyncio.ensure_future(waves.handover(requests[0].notification_id))
-        await marking.wait()
-        rest = asyncio.gather(*(waves.handover(r.notification_id) for r in requests[1:]))
-        await asyncio.sleep(0)
-        gate.set()
-        assert await first
-        assert list(await rest) == [True] * 5
-        assert waves.transactions == 2  # the first alone, then the five that came meanwhile
-        assert len(checkouts) == 1  # one check-out for both
-        async with sessionmaker() as other:  # committed, as another connection sees it
-            seen_by_others = list(
-                (
-                    await other.execute(
-                        select(notifications.c.status).where(
-                            notifications.c.notification_id.in_([r.notification_id for r in requests])
-                        )
+    service.repo.commit_wave = slow_first_wave  # type: ignore[method-assign,assignment]
+    waves = service._waves_for(sessionmaker)
+    first = asyncio.ensure_future(waves.handover(requests[0].notification_id))
+    await marking.wait()
+    rest = asyncio.gather(*(waves.handover(r.notification_id) for r in requests[1:]))
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first
+    assert list(await rest) == [True] * 5
+    assert waves.transactions == 2  # the first alone, then the five that came meanwhile
+    assert len(checkouts) == 1  # one check-out for both
+    async with sessionmaker() as other:  # committed, as another connection sees it
+        seen_by_others = list(
+            (
+                await other.execute(
+                    select(notifications.c.status).where(
+                        notifications.c.notification_id.in_([r.notification_id for r in requests])
                     )
-                ).scalars()
-            )
-        assert seen_by_others == ["sending"] * 6
-        checkouts.clear()
-        # The next run of waves, soon after, goes on the same connection.
-        assert not await waves.handover("N-unknown")  # no such claimed row: refused, not an error
-        assert checkouts == []
+                )
+            ).scalars()
+        )
+    assert seen_by_others == ["sending"] * 6
+    checkouts.clear()
+    # The next run of waves, soon after, goes on the same connection.
+    assert not await waves.handover("N-unknown")  # no such claimed row: refused, not an error
+    assert checkouts == []
 
-        # A wave that fails gives its connection back; the next wave checks out a fresh one.
-        async def broken(*_: Any) -> frozenset[str]:
-            raise RuntimeError("statement failed")
+    # A wave that fails gives its connection back; the next wave checks out a fresh one.
+    async def broken(*_: Any) -> frozenset[str]:
+        raise RuntimeError("statement failed")
 
-        service.repo.commit_wave = broken  # type: ignore[method-assign,assignment]
-        with pytest.raises(RuntimeError):
-            await waves.handover("N-unknown")
-        service.repo.commit_wave = commit_wave  # type: ignore[method-assign]
-        assert not await waves.handover("N-unknown")
-        assert len(checkouts) == 1
-        # After a pause longer than HOLD_IDLE_SECONDS, too.
-        monkeypatch.setattr(service_module, "HOLD_IDLE_SECONDS", 0.0)
-        await asyncio.sleep(0.01)
-        assert not await waves.handover("N-unknown")
-        assert len(checkouts) == 2
-        await service.release(sessionmaker)  # a dispatcher that stops gives it back
-        assert waves._held is None
-    finally:
-        event.remove(engine.sync_engine.pool, "checkout", counted)
+    service.repo.commit_wave = broken  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError):
+        await waves.handover("N-unknown")
+    service.repo.commit_wave = commit_wave  # type: ignore[method-assign]
+    assert not await waves.handover("N-unknown")
+    assert len(checkouts) == 1
+    # After a pause longer than HOLD_IDLE_SECONDS, too.
+    monkeypatch.setattr(service_module, "HOLD_IDLE_SECONDS", 0.0)
+    await asyncio.sleep(0.01)
+    assert not await waves.handover("N-unknown")
+    assert len(checkouts) == 2
+    await service.release(sessionmaker)  # a dispatcher that stops gives it back
+    assert waves._held is None
 
 
 async def test_a_wave_of_marks_and_sent_outcomes_is_one_statement_all_or_nothing(
@@ -852,35 +851,27 @@ async def test_the_claim_reads_suppressions_by_the_address_hash_python_computes(
 
 
 async def test_claims_share_one_held_connection_until_one_fails(
-    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], engine: AsyncEngine
+    service: DeliveryService, sessionmaker: async_sessionmaker[AsyncSession], checkouts: list[object]
 ) -> None:
     dispatcher = Dispatcher(service, sessionmaker, concurrency=4, poll_seconds=0.05)
-    checkouts: list[object] = []
-
-    def counted(*_: object) -> None:
-        checkouts.append(_)
-
-    event.listen(engine.sync_engine.pool, "checkout", counted)
-    try:
-        for _ in range(3):
-            async with dispatcher._claim_session() as session, session.begin():
-                await service.claim(session, 10)
-        assert len(checkouts) == 1
-        with pytest.raises(RuntimeError):
-            async with dispatcher._claim_session() as session, session.begin():
-                raise RuntimeError("claim failed")
+    checkouts.clear()  # counted from here
+    for _ in range(3):
         async with dispatcher._claim_session() as session, session.begin():
             await service.claim(session, 10)
-        assert len(checkouts) == 2  # a fresh connection after the failure
-        requests = [new_request("sms") for _ in range(10)]
-        for req in requests:
-            await submit(service, sessionmaker, req)
-        await dispatcher.run(until_idle=True)
-        for req in requests:
-            assert (await row(sessionmaker, req.notification_id)).status == "sent"
-        assert dispatcher._claims is None  # given back when the run ends
-    finally:
-        event.remove(engine.sync_engine.pool, "checkout", counted)
+    assert len(checkouts) == 1
+    with pytest.raises(RuntimeError):
+        async with dispatcher._claim_session() as session, session.begin():
+            raise RuntimeError("claim failed")
+    async with dispatcher._claim_session() as session, session.begin():
+        await service.claim(session, 10)
+    assert len(checkouts) == 2  # a fresh connection after the failure
+    requests = [new_request("sms") for _ in range(10)]
+    for req in requests:
+        await submit(service, sessionmaker, req)
+    await dispatcher.run(until_idle=True)
+    for req in requests:
+        assert (await row(sessionmaker, req.notification_id)).status == "sent"
+    assert dispatcher._claims is None  # given back when the run ends
 
 
 @pytest.mark.parametrize("reason", [None, "provider reported failed (error 30006)", "zugestellt – später"])

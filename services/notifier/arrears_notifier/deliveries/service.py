@@ -122,7 +122,6 @@ class ContactRules:
 
 @dataclass
 class _BatchContext:
-    closed: dict[str, str]
     suppressed: AbstractSet[tuple[str, str | None]]
     recent: dict[tuple[str, str], list[datetime]]
 
@@ -247,9 +246,7 @@ class DeliveryService:
         again = {(r.channel, h) for r in rows if (h := _hash(r)) is not None and h != r.address_hash}
         if again:
             suppressed |= await self.repo.suppressed_among(session, again)
-        context = _BatchContext(
-            closed={r.case_id: r.closed for r in rows if r.closed}, suppressed=suppressed, recent={}
-        )
+        context = _BatchContext(suppressed=suppressed, recent={})
         to_send = []
         for row in rows:
             context.recent.setdefault((row.account_id, row.channel), list(row.recent))
@@ -261,7 +258,7 @@ class DeliveryService:
         """Whether ``row`` (just claimed) may go now; if not, it is suppressed or deferred (pending again)."""
         restore = {"attempts": row.attempts}  # a claim that sends nothing is not an attempt
         address = _address(row)
-        closed = context.closed.get(row.case_id)
+        closed = row.closed  # read with the claim
         if closed is not None and row.template not in self.rules.after_close_templates:
             await self._finish(session, row, now, "suppressed", f"case {closed}", **restore)
             return False
