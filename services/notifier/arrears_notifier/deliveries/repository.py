@@ -180,20 +180,6 @@ class DeliveryRepository:
             .values(updated_at=now, **values)
         )
 
-    async def sent_in_window(
-        self, session: AsyncSession, account_id: str, channel: str, now: datetime
-    ) -> list[datetime]:
-        rows = await session.execute(
-            select(notifications.c.sent_at)
-            .where(
-                notifications.c.account_id == account_id,
-                notifications.c.channel == channel,
-                notifications.c.sent_at > now - timedelta(days=7),
-            )
-            .order_by(notifications.c.sent_at)
-        )
-        return [r for r in rows.scalars() if r is not None]
-
     async def is_suppressed(self, session: AsyncSession, channel: str, address_hash: str) -> bool:
         found = await session.scalar(
             select(func.count())
