@@ -245,14 +245,6 @@ class LedgerService:
         )
         return len(saved)
 
-    def account_update(
-        self, account_id: str, customer: Customer | None, docs: Documents, now: datetime, version: int
-    ) -> tuple[AccountUpdated, Scored]:
-        today = now.date()
-        state = compute(docs, today)
-        scored = score_account(self.model, self.thresholds, customer, docs, state, today)
-        return self.updated(account_id, customer, state, scored, now, version), scored
-
     @staticmethod
     def updated(
         account_id: str, customer: Customer | None, state: LedgerState, scored: Scored, now: datetime, version: int
