@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from arrears_scoring.accounts import endpoints
 from arrears_scoring.accounts.service import AccountQueries
 from arrears_scoring.deps import account_queries, read_session
+from arrears_scoring.ledger.compute import Documents, compute
 from arrears_scoring.ledger.reage import Reager
-from arrears_scoring.ledger.service import LedgerService
+from arrears_scoring.ledger.service import LedgerService, Scored, score_account
 from arrears_scoring.models import account_balances, accounts, documents, open_items, outbox
 from arrears_scoring.risk.model import RiskModel
 from arrears_shared.clock import FixedClock
@@ -395,6 +396,15 @@ async def test_a_run_applied_in_one_call_stores_what_event_by_event_stores(sessi
     assert [u.version for u in await published(session, many)] == [1]
 
 
+def _scored_alone(
+    service: LedgerService, account_id: str, customer: Customer | None, docs: Documents, version: int
+) -> tuple[AccountUpdated, Scored]:
+    """One account's update and scores computed on their own, outside the publisher's batch."""
+    state = compute(docs, NOW.date())
+    scored = score_account(service.model, service.thresholds, customer, docs, state, NOW.date())
+    return service.updated(account_id, customer, state, scored, NOW, version), scored
+
+
 async def test_the_summary_rows_hold_exactly_what_was_computed(session: AsyncSession) -> None:
     """States, open items and balances go to PostgreSQL as JSON rows: every value arrives as
     computed (floats bit for bit, dates, NULLs), and the stored state is the published payload."""
@@ -409,7 +419,7 @@ async def test_the_summary_rows_hold_exactly_what_was_computed(session: AsyncSes
     for e in events:
         await service.apply(session, e, _data(e))
     loaded, _ = await service.repository.load_with_versions(session, [acc, empty])
-    expected = {a: service.account_update(a, *loaded[a], NOW, 1) for a in (acc, empty)}
+    expected = {a: _scored_alone(service, a, *loaded[a], 1) for a in (acc, empty)}
     await service.publish_many(session, [acc, empty])
     for a, (update, scored) in expected.items():
         row = (await session.execute(select(accounts).where(accounts.c.account_id == a))).one()

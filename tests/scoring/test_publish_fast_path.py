@@ -91,6 +91,18 @@ def payload(scored_risk: Any, invoices: list[Any], customer: Customer | None, st
     return update.model_dump(mode="json", exclude_none=True)
 
 
+def _docs_of(events: list[Any], broken: int) -> Documents:
+    store: dict[tuple[str, str], tuple[DocRow, str]] = {}
+    for event_id, at, data in events:
+        for row in ledger_rows(event_id, at, data):
+            old = store.get((row.kind, row.doc_id))
+            if wins(row, event_id, old[0] if old else None, old[1] if old else ""):
+                store[(row.kind, row.doc_id)] = (row, event_id)
+    _, docs = from_rows((r.kind, r.doc_id, r.ref_id, r.data, r.at) for r, _ in store.values())
+    docs.broken_promises |= {f"b{n}" for n in range(broken)}
+    return docs
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     events=account_events(),
@@ -103,16 +115,9 @@ def test_publisher_scoring_equals_the_per_invoice_path(
     events: list[Any], disputed: set[str], broken: int, limit: int | None, trained: bool
 ) -> None:
     # the account's documents (the database's keep/replace rules), with disputes and broken promises
-    store: dict[tuple[str, str], tuple[DocRow, str]] = {}
-    for event_id, at, data in events:
-        for row in ledger_rows(event_id, at, data):
-            old = store.get((row.kind, row.doc_id))
-            if wins(row, event_id, old[0] if old else None, old[1] if old else ""):
-                store[(row.kind, row.doc_id)] = (row, event_id)
-    _, docs = from_rows((r.kind, r.doc_id, r.ref_id, r.data, r.at) for r, _ in store.values())
+    docs = _docs_of(events, broken)
     docs.disputed |= disputed & set(docs.invoices)
     docs.ever_disputed |= disputed & set(docs.invoices)
-    docs.broken_promises |= {f"b{n}" for n in range(broken)}
     state = compute(docs, AS_OF)
     customer = Customer(
         account_id="acc-1",
@@ -150,18 +155,6 @@ def test_publisher_scoring_equals_the_per_invoice_path(
     assert fast.risk == risk
     assert [(i.invoice_id, i.static_logit) for i in fast.items] == statics
     assert fast.base_logit == base_logit
-
-
-def _docs_of(events: list[Any], broken: int) -> Documents:
-    store: dict[tuple[str, str], tuple[DocRow, str]] = {}
-    for event_id, at, data in events:
-        for row in ledger_rows(event_id, at, data):
-            old = store.get((row.kind, row.doc_id))
-            if wins(row, event_id, old[0] if old else None, old[1] if old else ""):
-                store[(row.kind, row.doc_id)] = (row, event_id)
-    _, docs = from_rows((r.kind, r.doc_id, r.ref_id, r.data, r.at) for r, _ in store.values())
-    docs.broken_promises |= {f"b{n}" for n in range(broken)}
-    return docs
 
 
 @settings(max_examples=100, deadline=None)

@@ -33,7 +33,7 @@ class SavedState:
     update: AccountUpdated
     items: list[OpenItem]
     base_logit: float | None
-    payload: str | None = None  # update.model_dump_json(exclude_none=True), when the caller has it already
+    payload: str  # update.model_dump_json(exclude_none=True): serialized once, for the row and the event
 
 
 def _docs_of(param: str) -> str:
@@ -240,7 +240,7 @@ class LedgerRepository:
             (
                 s.update.account_id,
                 s.update.version,
-                orjson.Fragment(s.payload if s.payload is not None else s.update.model_dump_json(exclude_none=True)),
+                orjson.Fragment(s.payload),
                 s.update.risk.tier,
                 s.update.risk.probability,
                 s.update.max_days_past_due,

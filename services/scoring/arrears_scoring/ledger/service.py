@@ -245,14 +245,6 @@ class LedgerService:
         )
         return len(saved)
 
-    def account_update(
-        self, account_id: str, customer: Customer | None, docs: Documents, now: datetime, version: int
-    ) -> tuple[AccountUpdated, Scored]:
-        today = now.date()
-        state = compute(docs, today)
-        scored = score_account(self.model, self.thresholds, customer, docs, state, today)
-        return self.updated(account_id, customer, state, scored, now, version), scored
-
     @staticmethod
     def updated(
         account_id: str, customer: Customer | None, state: LedgerState, scored: Scored, now: datetime, version: int
@@ -271,12 +263,10 @@ class LedgerService:
         )
 
     @staticmethod
-    def event_json(update: AccountUpdated, now: datetime, payload: str | None = None) -> bytes:
+    def event_json(update: AccountUpdated, now: datetime, payload: str) -> bytes:
         """The ``ar.account.updated`` event of ``update`` as JSON (what ``new_event(...).to_json()`` gives),
-        around ``payload`` (``update.model_dump_json(exclude_none=True)``) when the caller has it
-        already: the state is serialized once, for the row and the event."""
-        if payload is None:
-            payload = update.model_dump_json(exclude_none=True)
+        around ``payload`` (``update.model_dump_json(exclude_none=True)``, which the caller has
+        already: the state is serialized once, for the row and the event)."""
         return event_json(
             type="ar.account.updated",
             source=SOURCE,

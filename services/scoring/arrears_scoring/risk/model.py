@@ -172,15 +172,10 @@ def risk_of(vectors: list[dict[str, float]], model: RiskModel, thresholds: tuple
 
 
 def risk_from_contributions(
-    per_invoice: list[dict[str, float]],
-    model: RiskModel,
-    thresholds: tuple[float, float, float],
-    logits: list[float] | None = None,
+    per_invoice: list[dict[str, float]], model: RiskModel, thresholds: tuple[float, float, float]
 ) -> Risk:
-    """:func:`risk_of` from each invoice's contributions, already computed (and, optionally, each
-    invoice's logit ``model.intercept + sum(contributions.values())``, already computed)."""
-    if logits is None:
-        logits = [model.intercept + sum(c.values()) for c in per_invoice]
+    """:func:`risk_of` from each invoice's contributions, already computed."""
+    logits = [model.intercept + sum(c.values()) for c in per_invoice]
     n = len(per_invoice)
     totals: dict[str, float] = {}
     for name in per_invoice[0]:
