@@ -323,19 +323,18 @@ async def test_a_batch_writes_only_the_columns_its_evaluations_set(session: Asyn
         await service.on_account_updated(
             session, None, account_state(acc, today=clock.now().date(), invoices=[("I1", DUE, 20_000)])
         )
-    before = {
-        r.account_id: r
-        for r in (await session.execute(select(cases).where(cases.c.account_id.in_([first, second])))).all()
-    }
+
+    async def by_account() -> dict[str, Any]:
+        found = await session.execute(select(cases).where(cases.c.account_id.in_([first, second])))
+        return {r.account_id: r for r in found.all()}
+
+    before = await by_account()
     repo = BatchRepository(CaseRepository())
     await repo.load(session, [first, second])
     await repo.update_case(session, before[first].case_id, overdue_minor=1)
     await repo.update_case(session, before[second].case_id, overdue_minor=2, stage="overdue_14")
     await repo.flush(session)
-    after = {
-        r.account_id: r
-        for r in (await session.execute(select(cases).where(cases.c.account_id.in_([first, second])))).all()
-    }
+    after = await by_account()
     assert (after[first].overdue_minor, after[first].stage) == (1, before[first].stage)
     assert (after[second].overdue_minor, after[second].stage) == (2, "overdue_14")
     for acc in (first, second):

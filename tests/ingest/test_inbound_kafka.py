@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from arrears_ingest.events.consumer import InboundConsumer
 from arrears_ingest.events.service import IngestService
@@ -44,6 +44,26 @@ def invoice(account: str, number: str, invoice_id: str, amount: Any = 1000, id_:
     )
 
 
+def inbound_consumer(
+    broker: str,
+    group: str,
+    topic: str,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    service: type[IngestService] = IngestService,
+    **options: Any,
+) -> InboundConsumer:
+    """An InboundConsumer of ``topic`` for ``group`` writing to ingest's outbox through ``service``."""
+    box = Outbox(outbox)
+    return InboundConsumer(
+        consumer=make_consumer(CommonSettings(kafka_bootstrap_servers=broker), group, [topic], "test"),
+        group_id=group,
+        sessionmaker=sessionmaker,
+        outbox=box,
+        service=service(box),
+        **options,
+    )
+
+
 async def test_inbound_valid_duplicate_invalid_and_conflict(broker: str, ingest_db: str) -> None:
     topic = await create_topic(broker, partitions=1)
     group = f"ingest-test-{uuid.uuid4().hex[:8]}"
@@ -63,14 +83,7 @@ async def test_inbound_valid_duplicate_invalid_and_conflict(broker: str, ingest_
     )
     engine = create_async_engine(async_database_url(ingest_db))
     sessionmaker = make_sessionmaker(engine)
-    box = Outbox(outbox)
-    consumer = InboundConsumer(
-        consumer=make_consumer(CommonSettings(kafka_bootstrap_servers=broker), group, [topic], "test"),
-        group_id=group,
-        sessionmaker=sessionmaker,
-        outbox=box,
-        service=IngestService(box),
-    )
+    consumer = inbound_consumer(broker, group, topic, sessionmaker)
     task = asyncio.create_task(consumer.run())
 
     async def dead(group: str) -> bool:
@@ -127,14 +140,7 @@ async def test_an_unforeseen_failure_dead_letters_one_message_not_the_partition(
     )
     engine = create_async_engine(async_database_url(ingest_db))
     sessionmaker = make_sessionmaker(engine)
-    box = Outbox(outbox)
-    consumer = InboundConsumer(
-        consumer=make_consumer(CommonSettings(kafka_bootstrap_servers=broker), group, [topic], "test"),
-        group_id=group,
-        sessionmaker=sessionmaker,
-        outbox=box,
-        service=_Fragile(box),
-    )
+    consumer = inbound_consumer(broker, group, topic, sessionmaker, _Fragile)
     task = asyncio.create_task(consumer.run())
 
     async def rows() -> list[Any]:
@@ -168,14 +174,12 @@ async def test_offsets_are_committed_after_the_transaction_even_when_stopped_rig
     await produce(broker, topic, [invoice(account, f"N-{i}", f"I-{i}") for i in range(6)], key=account.encode())
     engine = create_async_engine(async_database_url(ingest_db))
     sessionmaker = make_sessionmaker(engine)
-    box = Outbox(outbox)
     committed_batches: list[int] = []
-    consumer = InboundConsumer(
-        consumer=make_consumer(CommonSettings(kafka_bootstrap_servers=broker), group, [topic], "test"),
-        group_id=group,
-        sessionmaker=sessionmaker,
-        outbox=box,
-        service=IngestService(box),
+    consumer = inbound_consumer(
+        broker,
+        group,
+        topic,
+        sessionmaker,
         batch_size=2,  # three batches: each commit overlaps the next batch's judging
         after_commit=lambda: committed_batches.append(1),
     )

@@ -20,12 +20,17 @@ from arrears_shared.db import copy_rows
 
 _TEXTS = ARRAY(Text)
 
-_INSERT_RECEIVED = (
+_RECORD = text(
     f"INSERT INTO {SCHEMA}.received_events (source, event_id, type, account_id, digest) "  # noqa: S608
-    "SELECT * FROM unnest(:sources, :ids, :types, :accounts, :digests)"
+    "SELECT * FROM unnest(:sources, :ids, :types, :accounts, :digests) "
+    "ON CONFLICT DO NOTHING RETURNING source, event_id"
+).bindparams(
+    bindparam("sources", type_=_TEXTS),
+    bindparam("ids", type_=_TEXTS),
+    bindparam("types", type_=_TEXTS),
+    bindparam("accounts", type_=_TEXTS),
+    bindparam("digests", type_=_TEXTS),
 )
-_RECEIVED_PARAMS = [bindparam(name, type_=_TEXTS) for name in ("sources", "ids", "types", "accounts", "digests")]
-_RECORD = text(_INSERT_RECEIVED + " ON CONFLICT DO NOTHING RETURNING source, event_id").bindparams(*_RECEIVED_PARAMS)
 
 # The usual batch is all new keys and all new invoice numbers: written by COPY (no ON CONFLICT, no
 # RETURNING), which costs PostgreSQL markedly less per row than ON CONFLICT DO NOTHING's speculative
@@ -43,13 +48,12 @@ _FORGET = text(
     "WHERE r.source = k.source AND r.event_id = k.event_id"
 ).bindparams(bindparam("sources", type_=_TEXTS), bindparam("ids", type_=_TEXTS))
 
-_INSERT_CLAIMS = (
+_CLAIM = text(
     f"INSERT INTO {SCHEMA}.invoice_numbers (account_id, invoice_number, invoice_id) "  # noqa: S608
-    "SELECT * FROM unnest(:accounts, :numbers, :invoices)"
-)
-_CLAIM_PARAMS = [bindparam(name, type_=_TEXTS) for name in ("accounts", "numbers", "invoices")]
-_CLAIM = text(_INSERT_CLAIMS + " ON CONFLICT DO NOTHING RETURNING account_id, invoice_number, invoice_id").bindparams(
-    *_CLAIM_PARAMS
+    "SELECT * FROM unnest(:accounts, :numbers, :invoices) ON CONFLICT DO NOTHING "
+    "RETURNING account_id, invoice_number, invoice_id"
+).bindparams(
+    bindparam("accounts", type_=_TEXTS), bindparam("numbers", type_=_TEXTS), bindparam("invoices", type_=_TEXTS)
 )
 
 _OWNERS = text(
@@ -77,24 +81,6 @@ class Received(Protocol):
     def account_id(self) -> str: ...
     @property
     def digest(self) -> str: ...
-
-
-def _received_params(rows: Sequence[Received]) -> dict[str, list[str]]:
-    return {
-        "sources": [r.source for r in rows],
-        "ids": [r.id for r in rows],
-        "types": [r.type for r in rows],
-        "accounts": [r.account_id for r in rows],
-        "digests": [r.digest for r in rows],
-    }
-
-
-def _claim_params(claims: Sequence[tuple[str, str, str]]) -> dict[str, list[str]]:
-    return {
-        "accounts": [a for a, _, _ in claims],
-        "numbers": [n for _, n, _ in claims],
-        "invoices": [i for _, _, i in claims],
-    }
 
 
 class EventRepository:
@@ -129,7 +115,16 @@ class EventRepository:
         """Insert (source, id) keys; return the ones that were new."""
         if not rows:
             return set()
-        result = await session.execute(_RECORD, _received_params(rows))
+        result = await session.execute(
+            _RECORD,
+            {
+                "sources": [r.source for r in rows],
+                "ids": [r.id for r in rows],
+                "types": [r.type for r in rows],
+                "accounts": [r.account_id for r in rows],
+                "digests": [r.digest for r in rows],
+            },
+        )
         return {(source, event_id) for source, event_id in result}
 
     async def digests(self, session: AsyncSession, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -159,7 +154,11 @@ class EventRepository:
         """Claim (account_id, invoice_number) for invoice_id; return the claims refused, with the owning invoice."""
         if not claims:
             return {}
-        result = await session.execute(_CLAIM, _claim_params(claims))
+        accounts = [a for a, _, _ in claims]
+        numbers = [n for _, n, _ in claims]
+        result = await session.execute(
+            _CLAIM, {"accounts": accounts, "numbers": numbers, "invoices": [i for _, _, i in claims]}
+        )
         claimed = {(a, n, i) for a, n, i in result}
         # Only the claims not inserted now (the number was taken before, or twice in this batch) need their owner.
         others = [c for c in claims if c not in claimed]
