@@ -113,7 +113,7 @@ class Runtime:
         Skipped when the process runs as ``role=api`` or ``role=relay``. ``one_transaction_per_poll``: see
         :class:`BatchConsumer`.
         """
-        if self.settings.role in ("api", "relay"):
+        if not self.runs_consumers:
             return
 
         def committed() -> None:
@@ -123,6 +123,11 @@ class Runtime:
 
         self._consumer_specs.append((group_id, topics, router, committed, one_transaction_per_poll))
         self.consumer_groups[group_id] = list(topics)
+
+    @property
+    def runs_consumers(self) -> bool:
+        """Whether this process runs consumers and background loops: not as ``role=api`` or ``role=relay``."""
+        return self.settings.role not in ("api", "relay")
 
     def _consumer_loop_names(self, group_id: str) -> list[str]:
         """``consumer:GROUP`` for the first of the group's consumers in this process, then ``consumer:GROUP:N``."""
@@ -150,7 +155,7 @@ class Runtime:
         """Run a background loop with the process. With ``role=api`` only the outbox relay runs: the API's own
         writes still reach Kafka (the relay is safe in any number of replicas), while consumers and timers stay
         in the worker Deployment. ``role=relay`` runs nothing else either (and serves no API)."""
-        if self.settings.role in ("api", "relay") and name != RELAY_LOOP:
+        if not self.runs_consumers and name != RELAY_LOOP:
             return
         self._loops.append(_Loop(name, run, stop))
 

@@ -37,7 +37,7 @@ def create_app(settings: IngestSettings, runtime: Runtime | None = None) -> Fast
             after_commit=runtime.relay.wake,
         )
 
-    if settings.role not in ("api", "relay"):
+    if runtime.runs_consumers:
         runtime.consumer_groups["arrears-ingest"] = [INBOUND]
     for n in range(settings.inbound_consumers):
         loop = InboundLoop(inbound)
